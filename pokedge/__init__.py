@@ -1,0 +1,3 @@
+"""pokedge: recognize Pokemon cards from a camera on the edge."""
+
+__version__ = "0.1.0"

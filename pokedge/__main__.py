@@ -1,0 +1,3 @@
+from pokedge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""ONNX Runtime backend on the CPU: the fallback wherever no Hailo device is usable."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pokedge.backends.base import check_images, l2_normalize
+from pokedge.contract import ModelContract, file_sha256
+from pokedge.errors import BackendError
+
+_log = logging.getLogger(__name__)
+
+NAME = "onnx"
+
+
+class OnnxBackend:
+    """Runs an ONNX embedding model with ONNX Runtime's CPU provider."""
+
+    name = NAME
+
+    def __init__(self, contract: ModelContract, threads: int | None = None, verify_checksum: bool = False):
+        import onnxruntime as ort
+
+        self.contract = contract
+        path = contract.model_path
+        if not path.is_file():
+            raise BackendError(f"ONNX model not found: {path} (named by contract {contract.source})")
+        if verify_checksum and contract.sha256:
+            _verify_sha256(path, contract.sha256)
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from exc
+
+        self._input_name, self._fixed_batch = self._check_input()
+        self._output_name = self._check_output()
+        _log.info("ONNX backend ready: %s (model %s, batch %s)", path.name, contract.model_id,
+                  self._fixed_batch or "dynamic")
+
+    def _check_input(self) -> tuple[str, int | None]:
+        inputs = self._session.get_inputs()
+        names = [i.name for i in inputs]
+        spec = self.contract.input
+        if spec.name not in names:
+            raise BackendError(
+                f"model {self.contract.model_path.name} has inputs {names}, but its contract names "
+                f"input '{spec.name}'; fix input.name in {self.contract.source}"
+            )
+        node = inputs[names.index(spec.name)]
+        if spec.dtype != "float32" or node.type != "tensor(float)":
+            raise BackendError(
+                f"the ONNX backend feeds float32 tensors; input '{spec.name}' is {node.type} and the "
+                f"contract says {spec.dtype}"
+            )
+
+        shape = list(node.shape)
+        if spec.layout == "NCHW":
+            expected = [3, spec.height, spec.width]
+        else:
+            expected = [spec.height, spec.width, 3]
+        static = [d for d in shape[1:]]
+        if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(static, expected)):
+            raise BackendError(
+                f"input '{spec.name}' has shape {shape}, but the contract says {spec.layout} "
+                f"{spec.height}x{spec.width}x3; fix the contract or re-export the model"
+            )
+        fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        return spec.name, fixed_batch
+
+    def _check_output(self) -> str:
+        outputs = self._session.get_outputs()
+        names = [o.name for o in outputs]
+        spec = self.contract.output
+        if spec.name not in names:
+            raise BackendError(
+                f"model {self.contract.model_path.name} has outputs {names}, but its contract names "
+                f"output '{spec.name}'; fix output.name in {self.contract.source}"
+            )
+        shape = outputs[names.index(spec.name)].shape
+        last = shape[-1] if shape else None
+        if isinstance(last, int) and last != spec.dim:
+            raise BackendError(
+                f"output '{spec.name}' has {last} values per image, but the contract says dim {spec.dim}"
+            )
+        return spec.name
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embed uint8 images [N, H, W, 3]; return float32 [N, D] with unit-norm rows."""
+        images = check_images(images, self.contract)
+        if len(images) == 0:
+            return np.zeros((0, self.contract.output.dim), dtype=np.float32)
+
+        tensor = self.contract.encode_float(images)
+        if self._fixed_batch == 1:
+            # Models exported with a fixed batch of 1 (like the original student) run one image a call.
+            rows = [self._run(tensor[i : i + 1]) for i in range(len(tensor))]
+            vectors = np.concatenate(rows, axis=0)
+        else:
+            vectors = self._run(tensor)
+
+        vectors = vectors.reshape(len(images), -1)
+        if vectors.shape[1] != self.contract.output.dim:
+            raise BackendError(
+                f"model returned {vectors.shape[1]} values per image, contract says {self.contract.output.dim}"
+            )
+        return l2_normalize(vectors)
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        (out,) = self._session.run([self._output_name], {self._input_name: tensor})
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None
+
+
+def _verify_sha256(path: Path, expected: str) -> None:
+    actual = file_sha256(path)
+    if actual != expected:
+        raise BackendError(
+            f"checksum mismatch for {path}: sha256 {actual}, contract expects {expected}; "
+            f"the file is damaged or belongs to another model"
+        )
