@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,3 +27,4 @@ class Detection:
     blur: float = 0.0  # variance of the Laplacian of the warped card; low means blurred
     glare: float = 0.0  # share of near-white, low-saturation pixels on the warped card
     full_frame: bool = False  # the whole image was taken as the card (tight crop or scan)
+    alternatives: list[np.ndarray] = field(default_factory=list)  # other quads for the same card, e.g. its sleeve

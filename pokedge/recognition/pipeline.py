@@ -1,0 +1,167 @@
+"""The per-frame recognition pipeline: detect, warp, embed, search, decide."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pokedge.backends.base import Backend
+from pokedge.detection import CardDetector, Detection
+from pokedge.detection import geometry
+from pokedge.gallery.index import GalleryIndex, Hit
+from pokedge.gallery.store import Gallery
+from pokedge.preprocess import prepare_batch
+from pokedge.recognition.decision import MATCH, NOT_A_CARD, Decision, Thresholds, decide
+
+_log = logging.getLogger(__name__)
+
+STAGES = ("detect", "preprocess", "embed", "search")
+
+
+@dataclass
+class CardResult:
+    """One recognized (or unknown) card in a frame."""
+
+    quad: np.ndarray  # float32 [4, 2], TL TR BR BL as the card reads upright, frame pixels
+    status: str  # "match" or "unknown"
+    score: float  # cosine similarity of the top-1 card
+    margin: float  # top-1 score minus the best card with another name
+    hits: list[Hit]
+    same_art: list[str]
+    detection_score: float
+    strategy: str
+    upside_down: bool
+    blur: float
+    glare: float
+    crop: np.ndarray | None = None  # the warped BGR card, kept only when asked
+
+    @property
+    def card_id(self) -> str | None:
+        return self.hits[0].card_id if self.hits else None
+
+
+@dataclass
+class FrameResult:
+    cards: list[CardResult]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    rejected: int = 0  # quads that matched no card front well enough to report
+
+
+@dataclass
+class _Crop:
+    detection_index: int
+    quad: np.ndarray
+    upside_down: bool
+    image: np.ndarray
+
+
+class Recognizer:
+    """Recognizes every card in a frame with one backend call per frame."""
+
+    def __init__(self, backend: Backend, gallery: Gallery, thresholds: Thresholds,
+                 detector: CardDetector | None = None, index: GalleryIndex | None = None,
+                 top_k: int = 5, max_quads_per_card: int = 3, keep_crops: bool = False):
+        self.backend = backend
+        self.gallery = gallery
+        self.thresholds = thresholds
+        self.detector = detector or CardDetector()
+        self.index = index or GalleryIndex(gallery)
+        self.top_k = top_k
+        self.max_quads_per_card = max_quads_per_card
+        self.keep_crops = keep_crops
+
+    def recognize(self, frame: np.ndarray) -> FrameResult:
+        """Find, embed and identify every card in a BGR frame."""
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        detections = self.detector.detect(frame)
+        clock = _lap(timings, "detect", clock)
+
+        crops = self._crops(frame, detections)
+        batch = prepare_batch([c.image for c in crops], self.backend.contract)
+        clock = _lap(timings, "preprocess", clock)
+
+        embeddings = self.backend.embed(batch) if len(batch) else np.zeros((0, self.gallery.dim), np.float32)
+        clock = _lap(timings, "embed", clock)
+
+        hits = self.index.search(embeddings, max(self.top_k, 5)) if len(embeddings) else []
+        clock = _lap(timings, "search", clock)
+
+        cards, rejected = self._choose(detections, crops, hits)
+        return FrameResult(cards, timings, rejected)
+
+    def identify_crops(self, cards_bgr: list[np.ndarray]) -> list[Decision]:
+        """Identify already-warped upright card images (no detection, one orientation)."""
+        batch = prepare_batch(cards_bgr, self.backend.contract)
+        embeddings = self.backend.embed(batch)
+        return [decide(h, self.gallery, self.thresholds) for h in self.index.search(embeddings, max(self.top_k, 5))]
+
+    def _crops(self, frame: np.ndarray, detections: list[Detection]) -> list[_Crop]:
+        """Warp every candidate quad of every detection in both orientations (0 and 180 degrees)."""
+        crops: list[_Crop] = []
+        for i, detection in enumerate(detections):
+            quads = [detection.quad, *detection.alternatives][: self.max_quads_per_card]
+            for quad in quads:
+                upright = geometry.warp_card(frame, quad)
+                crops.append(_Crop(i, quad, False, upright))
+                crops.append(_Crop(i, geometry.rotate_quad_180(quad), True, np.ascontiguousarray(upright[::-1, ::-1])))
+        return crops
+
+    def _choose(self, detections: list[Detection], crops: list[_Crop], hits: list[list[Hit]]) -> tuple[list[CardResult], int]:
+        """Keep, per detection, the quad and orientation whose top-1 score is highest."""
+        best: dict[int, tuple[_Crop, list[Hit]]] = {}
+        for crop, crop_hits in zip(crops, hits):
+            top = crop_hits[0].score if crop_hits else -1.0
+            current = best.get(crop.detection_index)
+            if current is None or top > (current[1][0].score if current[1] else -1.0):
+                best[crop.detection_index] = (crop, crop_hits)
+
+        cards: list[CardResult] = []
+        rejected = 0
+        for i, detection in enumerate(detections):
+            if i not in best:
+                continue
+            crop, crop_hits = best[i]
+            decision = decide(crop_hits, self.gallery, self.thresholds)
+            if decision.status == NOT_A_CARD:
+                rejected += 1
+                continue
+            cards.append(self._card_result(detection, crop, decision))
+        return _drop_overlaps(cards), rejected
+
+    def _card_result(self, detection: Detection, crop: _Crop, decision: Decision) -> CardResult:
+        top = decision.hits[0]
+        return CardResult(
+            quad=crop.quad,
+            status=decision.status,
+            score=top.score,
+            margin=decision.margin,
+            hits=decision.hits[: self.top_k],
+            same_art=decision.same_art,
+            detection_score=detection.score,
+            strategy=detection.strategy,
+            upside_down=crop.upside_down,
+            blur=round(geometry.blur_score(crop.image), 1),
+            glare=round(geometry.glare_fraction(crop.image), 4),
+            crop=crop.image if self.keep_crops else None,
+        )
+
+
+def _drop_overlaps(cards: list[CardResult]) -> list[CardResult]:
+    """Keep one result per physical card when two detections ended on the same quad."""
+    kept: list[CardResult] = []
+    for card in sorted(cards, key=lambda c: (c.status == MATCH, c.score), reverse=True):
+        if all(geometry.quad_iou(card.quad, k.quad) < 0.5 for k in kept):
+            kept.append(card)
+    order = {id(c): n for n, c in enumerate(cards)}
+    return sorted(kept, key=lambda c: order[id(c)])
+
+
+def _lap(timings: dict[str, float], stage: str, start: float) -> float:
+    now = time.perf_counter()
+    timings[stage] = round((now - start) * 1000.0, 2)
+    return now
