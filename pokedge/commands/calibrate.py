@@ -1,0 +1,56 @@
+"""`pokedge calibrate`: fit the unknown-card thresholds of a gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pokedge import paths
+from pokedge.commands.scan import add_runtime_options
+from pokedge.evaluation.calibration import calibrate
+from pokedge.gallery.build import read_cards_csv
+from pokedge.progress import Progress
+from pokedge.recognition.decision import FILENAME
+from pokedge.recognition.runtime import open_recognizer, resolve_sources
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_CARDS = paths.REPO_ROOT.parent / "shared" / "data" / "gallery" / "cards.csv"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="fit the match and unknown thresholds on synthetic scenes",
+        description="Render synthetic camera scenes from the reference scans, run the pipeline and store the "
+                    "fitted thresholds as thresholds.json in the gallery folder.")
+    parser.add_argument("--cards", type=Path, default=DEFAULT_CARDS,
+                        help="cards CSV of the reference scans (default ../shared/data/gallery/cards.csv)")
+    parser.add_argument("--scans", type=Path, help="folder that image_path is relative to")
+    parser.add_argument("--scenes", type=int, default=600, help="known-card scenes to render (default 600)")
+    parser.add_argument("--holdout", type=float, default=0.2,
+                        help="share of card names held out as unknown cards (default 0.2)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the renders; evaluation uses other seeds")
+    parser.add_argument("--dry-run", action="store_true", help="print the thresholds without writing them")
+    add_runtime_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = read_cards_csv(args.cards, args.scans)
+    sources = resolve_sources(args.model, args.gallery, args.data_dir)
+    recognizer = open_recognizer(sources, "onnx" if args.backend == "auto" else args.backend, threads=args.threads)
+    try:
+        thresholds = calibrate(recognizer, rows, args.scenes, args.seed, args.holdout,
+                               progress_factory=lambda label: Progress(label))
+    finally:
+        recognizer.backend.close()
+
+    print(json.dumps({"match_score": thresholds.match_score, "match_margin": thresholds.match_margin,
+                      "card_floor": thresholds.card_floor, **thresholds.report}, indent=2))
+    if not args.dry_run:
+        target = Path(sources.gallery_dir) / FILENAME
+        thresholds.save(target)
+        print(f"thresholds written to {target}")
+    return 0

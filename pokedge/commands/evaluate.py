@@ -1,0 +1,121 @@
+"""`pokedge eval`: accuracy on labeled photos, photos without cards and synthetic scenes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pokedge import paths
+from pokedge.commands.scan import add_runtime_options
+from pokedge.errors import PokedgeError
+from pokedge.evaluation.photos import PhotoReport, evaluate_negatives, evaluate_photos, read_labels
+from pokedge.gallery.build import read_cards_csv
+from pokedge.progress import Progress
+from pokedge.recognition.runtime import open_recognizer, resolve_sources
+
+_log = logging.getLogger(__name__)
+
+SHARED = paths.REPO_ROOT.parent / "shared" / "data"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="measure accuracy on labeled photos and synthetic scenes",
+        description="Scan labeled photos (labels.csv: photo,card_id,conditions), photos without cards, and "
+                    "synthetic scenes rendered from the reference scans; print accuracy figures.")
+    parser.add_argument("--photos", type=Path, help="folder of labeled photos (with labels.csv)")
+    parser.add_argument("--labels", type=Path, help="labels CSV (default PHOTOS/labels.csv)")
+    parser.add_argument("--negatives", type=Path, help="folder of photos without a Pokemon card front")
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="synthetic scenes to render (default 0)")
+    parser.add_argument("--self-retrieval", action="store_true", help="check that every reference scan finds itself")
+    parser.add_argument("--cards", type=Path, default=SHARED / "gallery" / "cards.csv",
+                        help="cards CSV of the reference scans, for synthetic scenes and self-retrieval")
+    parser.add_argument("--scans", type=Path, help="folder that image_path is relative to")
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the synthetic renders (default 1000)")
+    parser.add_argument("--shared", action="store_true",
+                        help="use ../shared/data: its photos, negatives, 2000 synthetic scenes and self-retrieval")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--details", action="store_true", help="list every photo with its answer")
+    add_runtime_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.shared:
+        args.photos = args.photos or SHARED / "photos"
+        args.negatives = args.negatives or SHARED / "negatives"
+        args.synthetic = args.synthetic or 2000
+        args.self_retrieval = True
+    if not (args.photos or args.negatives or args.synthetic or args.self_retrieval):
+        raise PokedgeError("nothing to evaluate; give --photos, --negatives, --synthetic N, --self-retrieval or --shared")
+
+    sources = resolve_sources(args.model, args.gallery, args.data_dir)
+    recognizer = open_recognizer(sources, args.backend, threads=args.threads)
+    try:
+        result = _evaluate(recognizer, args)
+    finally:
+        recognizer.backend.close()
+
+    result.update({"backend": recognizer.backend.name, "model": recognizer.backend.contract.model_id,
+                   "gallery": str(sources.gallery_dir)})
+    print(json.dumps(result, indent=2) if args.json else _table(result, args.details))
+    return 0
+
+
+def _evaluate(recognizer, args: argparse.Namespace) -> dict[str, Any]:
+    from pokedge.evaluation.synthetic import evaluate_synthetic, self_retrieval
+
+    result: dict[str, Any] = {}
+    report = PhotoReport()
+    if args.photos:
+        labels = read_labels(args.labels or args.photos / "labels.csv")
+        evaluate_photos(recognizer, args.photos, labels, report)
+    if args.negatives:
+        evaluate_negatives(recognizer, args.negatives, report)
+    if args.photos or args.negatives:
+        result.update(report.as_dict())
+        if args.details:
+            result["photos"] = report.per_photo
+
+    if args.synthetic or args.self_retrieval:
+        rows = read_cards_csv(args.cards, args.scans)
+        if args.self_retrieval:
+            result["self_retrieval"] = self_retrieval(recognizer, rows, progress=Progress("self-retrieval"))
+        if args.synthetic:
+            synthetic = evaluate_synthetic(recognizer, rows, args.synthetic, args.seed, Progress("synthetic scenes"))
+            result["synthetic"] = synthetic.as_dict()
+    return result
+
+
+def _pct(value) -> str:
+    return "  n/a" if value is None else f"{100 * value:5.1f}%"
+
+
+def _table(result: dict[str, Any], details: bool) -> str:
+    lines = [f"model {result['model']} on {result['backend']}, gallery {result['gallery']}"]
+    if "n" in result:
+        lines.append(f"real single-card photos in gallery: n={result['n']}  top1 {_pct(result['top1'])}  "
+                     f"name {_pct(result['top1_name'])}  top5 {_pct(result['top5'])}")
+        lines.append(f"out-of-gallery cards answered unknown: {_pct(result['unknown_rate'])} (n={result['oog_n']})")
+        lines.append(f"multi-card pages, in-gallery cards found: {_pct(result['multi_recall'])} "
+                     f"(name {_pct(result['multi_recall_name'])}, n={result['multi_cards']})")
+        lines.append(f"photos without cards with no match: {_pct(result['no_card_rate'])} (n={result['negatives_n']})")
+        for condition, tally in result["by_condition"].items():
+            lines.append(f"  {condition:<22} n={tally['n']:<3} top1 {_pct(tally['top1'])}  name {_pct(tally['top1_name'])}")
+    if "self_retrieval" in result:
+        lines.append(f"gallery self-retrieval: {_pct(result['self_retrieval']['top1'])} of {result['self_retrieval']['n']}")
+    if "synthetic" in result:
+        s = result["synthetic"]
+        lines.append(f"synthetic scenes: n={s['n']}  detected {_pct(s['detected'])}  top1 {_pct(s['top1'])}  "
+                     f"name {_pct(s['top1_name'])}  top5 {_pct(s['top5'])}")
+        for condition, tally in s["by_condition"].items():
+            lines.append(f"  {condition:<22} n={tally['n']:<4} det {_pct(tally['detected'])}  top1 {_pct(tally['top1'])}  "
+                         f"name {_pct(tally['top1_name'])}")
+    if details and "photos" in result:
+        for row in result["photos"]:
+            lines.append(f"  {row['photo']:<34} {row['kind']:<8} ok={row['ok']}  truth={row.get('truth', '-')}  "
+                         f"answer={row['answer']}")
+    return "\n".join(lines)

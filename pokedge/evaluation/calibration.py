@@ -1,0 +1,178 @@
+"""Fitting the unknown-card thresholds on held-out synthetic scenes.
+
+Three kinds of query are collected with the real pipeline:
+
+- known: scenes of cards that are in the gallery; the answer should be a
+  match, and it counts as correct when the top-1 card has the true name.
+- unknown: scenes of held-out cards searched against the gallery without
+  them (and without every card of the same name), so the nearest card is a
+  different card; the answer should be unknown.
+- background: frames with no card at all; whatever quads the detector finds
+  there should fall below the card floor.
+
+The thresholds are picked by grid search: the most correct matches, with a
+penalty for wrong matches, while at most `max_unknown_accept` of the unknown
+queries would be matched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from pokedge import synth
+from pokedge.gallery.build import ScanRow
+from pokedge.gallery.index import GalleryIndex
+from pokedge.gallery.store import Gallery
+from pokedge.evaluation.synthetic import ScanCache, match_to_truth, render_cases
+from pokedge.recognition.decision import Thresholds
+from pokedge.recognition.pipeline import Recognizer
+
+_log = logging.getLogger(__name__)
+
+PERMISSIVE = Thresholds(match_score=-1.0, match_margin=-1.0, card_floor=-1.0)
+
+
+@dataclass
+class Samples:
+    scores: list[float] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    missed: int = 0
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.asarray(self.scores), np.asarray(self.margins), np.asarray(self.correct, dtype=bool)
+
+
+def split_holdout(rows: list[ScanRow], fraction: float, seed: int) -> tuple[list[ScanRow], list[ScanRow]]:
+    """Split rows by card name: every print of a held-out name leaves the gallery together."""
+    names = sorted({row.card.name for row in rows})
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(names, size=max(1, int(len(names) * fraction)), replace=False).tolist())
+    kept = [row for row in rows if row.card.name not in held]
+    out = [row for row in rows if row.card.name in held]
+    return kept, out
+
+
+def subset_gallery(gallery: Gallery, card_ids: set[str]) -> Gallery:
+    """A gallery restricted to the given card ids (rows of other ids dropped)."""
+    rows = [i for i, cid in enumerate(gallery.card_ids) if cid in card_ids]
+    return Gallery(
+        embeddings=np.ascontiguousarray(gallery.embeddings[rows]),
+        card_ids=[gallery.card_ids[i] for i in rows],
+        cards={cid: gallery.cards[cid] for cid in card_ids if cid in gallery.cards},
+        manifest=dict(gallery.manifest),
+        path=gallery.path,
+    )
+
+
+def collect(recognizer: Recognizer, rows: list[ScanRow], count: int, seed: int,
+            progress: Callable[[int, int], None] | None = None) -> Samples:
+    """Top-1 score, name margin and name-level correctness of `count` rendered scenes."""
+    samples = Samples()
+    cache = ScanCache()
+    for n, case in enumerate(render_cases(rows, count, seed, cache=cache), 1):
+        cards = recognizer.recognize(case.scene.frame).cards
+        card = match_to_truth(cards, case.scene.quads[0])
+        if card is None:
+            samples.missed += 1
+        else:
+            samples.scores.append(card.score)
+            samples.margins.append(card.margin)
+            samples.correct.append(recognizer.gallery.cards[card.card_id].name == case.row.card.name)
+        if progress:
+            progress(n, count)
+    return samples
+
+
+def collect_background(recognizer: Recognizer, count: int, seed: int,
+                       frame_size: tuple[int, int] = (960, 720)) -> list[float]:
+    """Top-1 scores of whatever the detector finds on card-free synthetic backgrounds."""
+    rng = np.random.default_rng(seed)
+    scores: list[float] = []
+    for _ in range(count):
+        frame = synth.render_background(rng, frame_size)
+        scores.extend(card.score for card in recognizer.recognize(frame).cards)
+    return scores
+
+
+def fit(known: Samples, unknown: Samples, background: list[float], max_unknown_accept: float = 0.08,
+        wrong_penalty: float = 2.0) -> tuple[Thresholds, dict[str, Any]]:
+    """Grid-search the match score and margin; place the card floor below the cards and above the background."""
+    k_score, k_margin, k_correct = known.arrays()
+    u_score, u_margin, _ = unknown.arrays()
+    if len(k_score) == 0 or len(u_score) == 0:
+        raise ValueError("calibration needs both known and unknown scenes with a detected card")
+
+    best: tuple[float, float, float] | None = None
+    for t_score in np.unique(np.quantile(np.concatenate([k_score, u_score]), np.linspace(0.0, 0.99, 100))):
+        for t_margin in np.arange(0.0, 0.2, 0.0025):
+            accept_known = (k_score >= t_score) & (k_margin >= t_margin)
+            accept_unknown = (u_score >= t_score) & (u_margin >= t_margin)
+            unknown_rate = accept_unknown.mean()
+            if unknown_rate > max_unknown_accept:
+                continue
+            gain = (accept_known & k_correct).mean() - wrong_penalty * (accept_known & ~k_correct).mean() - unknown_rate
+            if best is None or gain > best[0]:
+                best = (gain, float(t_score), float(t_margin))
+    if best is None:
+        raise ValueError("no threshold keeps unknown cards below the allowed match rate")
+    _, t_score, t_margin = best
+
+    floor = _card_floor(np.concatenate([k_score, u_score]), np.asarray(background))
+    thresholds = Thresholds(match_score=round(t_score, 4), match_margin=round(t_margin, 4),
+                            card_floor=round(floor, 4), calibrated=True)
+    return thresholds, _summary(thresholds, known, unknown, background)
+
+
+def _card_floor(card_scores: np.ndarray, background: np.ndarray) -> float:
+    """Keep at least 99% of card quads; drop as many background quads as that allows."""
+    card_low = float(np.quantile(card_scores, 0.01))
+    if len(background) == 0:
+        return card_low * 0.9
+    bg_high = float(np.quantile(background, 0.95))
+    return min(card_low, (card_low + bg_high) / 2) if bg_high < card_low else card_low
+
+
+def _summary(t: Thresholds, known: Samples, unknown: Samples, background: list[float]) -> dict[str, Any]:
+    k_score, k_margin, k_correct = known.arrays()
+    u_score, u_margin, _ = unknown.arrays()
+    accept_known = (k_score >= t.match_score) & (k_margin >= t.match_margin)
+    accept_unknown = (u_score >= t.match_score) & (u_margin >= t.match_margin)
+    bg = np.asarray(background)
+    return {
+        "known_scenes": len(k_score) + known.missed,
+        "known_detected": len(k_score),
+        "known_correct_matched": round(float((accept_known & k_correct).mean()), 4),
+        "known_wrong_matched": round(float((accept_known & ~k_correct).mean()), 4),
+        "unknown_scenes": len(u_score) + unknown.missed,
+        "unknown_matched": round(float(accept_unknown.mean()), 4),
+        "background_quads": int(len(bg)),
+        "background_below_floor": round(float((bg < t.card_floor).mean()), 4) if len(bg) else None,
+    }
+
+
+def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: int, holdout: float = 0.2,
+              background_frames: int = 60, progress_factory: Callable[[str], Callable] | None = None) -> Thresholds:
+    """Collect known, unknown and background samples and fit the thresholds for `recognizer`'s gallery."""
+    gallery = recognizer.gallery
+    kept, held = split_holdout(rows, holdout, seed)
+    reduced = subset_gallery(gallery, {row.card.card_id for row in kept})
+    _log.info("calibration: %d known cards, %d held-out cards (%d names)", len(kept), len(held),
+              len({r.card.name for r in held}))
+
+    permissive = Recognizer(recognizer.backend, gallery, PERMISSIVE, recognizer.detector, recognizer.index)
+    held_out = Recognizer(recognizer.backend, reduced, PERMISSIVE, recognizer.detector, GalleryIndex(reduced))
+    make = progress_factory or (lambda label: None)
+
+    known = collect(permissive, kept, scenes, seed + 1, make("known scenes"))
+    unknown = collect(held_out, held, max(scenes // 2, 1), seed + 2, make("unknown scenes"))
+    background = collect_background(permissive, background_frames, seed + 3)
+
+    thresholds, report = fit(known, unknown, background)
+    thresholds.producer = gallery.producer
+    thresholds.report = {**report, "seed": seed, "scenes": scenes, "holdout": holdout}
+    return thresholds
