@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "pokedge.commands.gallery",
     "pokedge.commands.calibrate",
     "pokedge.commands.evaluate",
+    "pokedge.commands.sample_frame",
 ]
 
 
@@ -62,3 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (for example `| head`); nothing left to report.
+        sys.stderr.close()
+        return 0
