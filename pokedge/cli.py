@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "pokedge.commands.calibrate",
     "pokedge.commands.evaluate",
     "pokedge.commands.sample_frame",
+    "pokedge.commands.sync",
 ]
 
 

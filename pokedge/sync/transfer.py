@@ -1,0 +1,292 @@
+"""Resumable, parallel, ranged download of one S3 object into a `.part` file.
+
+The object is split into parts of `part_size` bytes, fetched by up to
+`workers` threads with ranged GETs pinned to the object's ETag (If-Match), and
+written in place with pwrite. Beside the `.part` file, a `.part.json` sidecar
+records how many bytes of each part are on disk. The sidecar is rewritten
+after the data is fsynced, at most every half second (or every 8 MiB), and on
+every failure, so an interrupted download resumes from the recorded bytes.
+A process killed outright loses at most the last half second of each worker.
+
+A part that fails is retried from the byte where it stopped, with
+exponential backoff and jitter; the retry count resets whenever bytes arrive,
+so a link that drops every few MiB still finishes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from pokedge.sync.errors import DiskSpaceError, SyncError, TransferError
+from pokedge.sync.progress import ByteProgress
+from pokedge.sync.s3 import describe_error, is_transient
+
+_log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 256 << 10
+CHECKPOINT_SECONDS = 0.5
+CHECKPOINT_MIN_BYTES = 256 << 10
+CHECKPOINT_MAX_BYTES = 8 << 20
+MAX_BACKOFF_S = 30.0
+FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    workers: int = 4
+    part_size: int = 8 << 20
+    retries: int = 5  # retries of a part in a row without new bytes
+    backoff_s: float = 1.0
+
+
+@dataclass
+class _Part:
+    start: int
+    end: int  # inclusive
+    done: int = 0
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.length
+
+
+def partial_paths(dest: Path) -> tuple[Path, Path]:
+    """Return the `.part` data file and its `.part.json` sidecar for a destination file."""
+    return dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.json")
+
+
+def partial_bytes(dest: Path, etag: str, size: int) -> int:
+    """Return how many bytes of `dest` an earlier, interrupted download already holds."""
+    _, state_path = partial_paths(dest)
+    parts = _load_parts(state_path, etag, size)
+    return sum(min(p.done, p.length) for p in parts) if parts else 0
+
+
+def download_object(client: Any, bucket: str, key: str, dest: Path, size: int, etag: str,
+                    settings: TransferSettings, progress: ByteProgress | None = None) -> tuple[Path, int]:
+    """Download s3://bucket/key into `dest`.part, resuming what an earlier run left; return the path and bytes received.
+
+    The caller verifies the `.part` file and renames it into place.
+    """
+    download = _Download(client, bucket, key, dest, size, etag, settings, progress)
+    return download.run(), download.received
+
+
+class _Download:
+    def __init__(self, client: Any, bucket: str, key: str, dest: Path, size: int, etag: str,
+                 settings: TransferSettings, progress: ByteProgress | None):
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.size = size
+        self.etag = etag
+        self.settings = settings
+        self.progress = progress
+        self.part_path, self.state_path = partial_paths(dest)
+        self.received = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fd = -1
+        self._parts: list[_Part] = []
+        self._last_checkpoint = time.monotonic()
+        self._unsaved = 0
+
+    def run(self) -> Path:
+        self._parts = self._resume_or_start()
+        pending = [part for part in self._parts if not part.complete]
+        self._fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            self._reserve_space()
+            if pending:
+                _log.debug("%s: %d of %d parts to fetch", self.key, len(pending), len(self._parts))
+                self._fetch_all(pending)
+            os.fsync(self._fd)
+        finally:
+            self._save_state()
+            os.close(self._fd)
+        os.chmod(self.part_path, FILE_MODE)
+        return self.part_path
+
+    def _resume_or_start(self) -> list[_Part]:
+        parts = _load_parts(self.state_path, self.etag, self.size) if self.part_path.exists() else None
+        if parts is not None:
+            kept = sum(min(p.done, p.length) for p in parts)
+            _log.info("resuming %s: %d of %d bytes already downloaded", self.key, kept, self.size)
+            return parts
+
+        self.part_path.unlink(missing_ok=True)
+        part_size = self.settings.part_size
+        return [_Part(start, min(start + part_size, self.size) - 1) for start in range(0, self.size, part_size)]
+
+    def _reserve_space(self) -> None:
+        """Allocate the whole file up front, so a full disk fails here, clearly, and not mid-way."""
+        try:
+            os.posix_fallocate(self._fd, 0, self.size) if self.size else None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskSpaceError(f"no space left in {self.part_path.parent} for {self.key} ({self.size} bytes); "
+                                     f"free space or lower the 'keep' setting") from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise SyncError(f"could not allocate {self.part_path}: {exc}") from None
+            os.ftruncate(self._fd, self.size)
+
+    def _fetch_all(self, pending: list[_Part]) -> None:
+        workers = max(1, min(self.settings.workers, len(pending)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pokedge-sync") as pool:
+            futures = [pool.submit(self._fetch_part, part) for part in pending]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:
+                self._stop.set()
+                raise
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self._stop.set()
+                wait(futures)
+                raise failed[0].exception()
+
+    def _fetch_part(self, part: _Part) -> None:
+        failures = 0
+        while not part.complete and not self._stop.is_set():
+            offset = part.start + part.done
+            error: BaseException | None = None
+            try:
+                self._stream_range(part, offset)
+            except (BotoCoreError, ClientError, Urllib3Error, ConnectionError, TimeoutError) as exc:
+                if not is_transient(exc) and not isinstance(exc, Urllib3Error):
+                    raise describe_error(exc, self.bucket, self.key) from exc
+                error = exc
+            if part.complete or self._stop.is_set():
+                return
+
+            progressed = part.start + part.done > offset
+            failures = 1 if progressed else failures + 1
+            reason = error or "the server ended the response early"
+            if failures > self.settings.retries:
+                raise TransferError(f"download of s3://{self.bucket}/{self.key} failed at byte "
+                                    f"{part.start + part.done} after {failures} attempt(s): {reason}; the "
+                                    f"{self.received} bytes received are kept and the next sync resumes") from error
+            self._wait_before_retry(failures, part.start + part.done, reason)
+
+    def _stream_range(self, part: _Part, offset: int) -> None:
+        response = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={offset}-{part.end}",
+                                          IfMatch=self.etag)
+        self._check_range(response, offset)
+        body = response["Body"]
+        try:
+            for chunk in body.iter_chunks(CHUNK_SIZE):
+                if self._stop.is_set():
+                    return
+                if len(chunk) > part.length - part.done:
+                    raise TransferError(f"s3://{self.bucket}/{self.key}: the server sent more bytes than the "
+                                        f"range {offset}-{part.end} asked for")
+                self._write(part, chunk)
+        finally:
+            body.close()
+
+    def _check_range(self, response: dict, offset: int) -> None:
+        content_range = response.get("ContentRange")
+        if content_range:
+            start_text, _, total_text = content_range.removeprefix("bytes ").partition("/")
+            start = int(start_text.split("-")[0])
+            if start != offset or (total_text != "*" and int(total_text) != self.size):
+                raise TransferError(f"s3://{self.bucket}/{self.key}: the server returned range {content_range}, "
+                                    f"expected bytes from {offset} of a {self.size}-byte object")
+        elif offset != 0 or int(response.get("ContentLength", -1)) != self.size:
+            raise TransferError(f"s3://{self.bucket}/{self.key}: the server ignored the byte range request; "
+                                f"resumable downloads need an S3 endpoint that supports Range")
+
+    def _write(self, part: _Part, chunk: bytes) -> None:
+        try:
+            os.pwrite(self._fd, chunk, part.start + part.done)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskSpaceError(f"no space left in {self.part_path.parent} while writing {self.key}; "
+                                     f"free space or lower the 'keep' setting") from None
+            raise SyncError(f"could not write {self.part_path}: {exc}") from None
+
+        with self._lock:
+            part.done += len(chunk)
+            self.received += len(chunk)
+            self._unsaved += len(chunk)
+            self._maybe_checkpoint()
+        if self.progress is not None:
+            self.progress.add(len(chunk))
+
+    def _maybe_checkpoint(self) -> None:
+        """Save the sidecar when enough bytes or time have passed; the caller holds the lock."""
+        now = time.monotonic()
+        timely = now - self._last_checkpoint >= CHECKPOINT_SECONDS and self._unsaved >= CHECKPOINT_MIN_BYTES
+        if timely or self._unsaved >= CHECKPOINT_MAX_BYTES:
+            os.fsync(self._fd)
+            self._write_state()
+            self._last_checkpoint = now
+            self._unsaved = 0
+
+    def _save_state(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    _log.warning("could not fsync %s: %s", self.part_path, exc)
+            self._write_state()
+
+    def _write_state(self) -> None:
+        state = {
+            "etag": self.etag,
+            "size": self.size,
+            "parts": [[p.start, p.end, p.done] for p in self._parts],
+        }
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            # A lost sidecar only costs a restart of this file on the next run.
+            _log.warning("could not save download state %s: %s", self.state_path, exc)
+
+    def _wait_before_retry(self, failures: int, offset: int, reason: object) -> None:
+        delay = min(self.settings.backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+        _log.warning("retrying s3://%s/%s from byte %d in %.1f s (retry %d of %d) after: %s",
+                     self.bucket, self.key, offset, delay, failures, self.settings.retries, reason)
+        self._stop.wait(delay)
+
+
+def _load_parts(state_path: Path, etag: str, size: int) -> list[_Part] | None:
+    """Read the sidecar; return None when it is missing, unreadable or describes another object."""
+    try:
+        state = json.loads(state_path.read_text())
+        if state["etag"] != etag or state["size"] != size:
+            _log.info("discarding partial download %s: the object changed on the server", state_path)
+            return None
+        parts = [_Part(int(start), int(end), int(done)) for start, end, done in state["parts"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _log.warning("discarding unreadable download state %s: %s", state_path, exc)
+        return None
+
+    covered = sum(p.length for p in parts)
+    contiguous = all(a.end + 1 == b.start for a, b in zip(parts, parts[1:]))
+    if covered != size or not contiguous or (parts and parts[0].start != 0) or any(p.done < 0 for p in parts):
+        _log.warning("discarding inconsistent download state %s", state_path)
+        return None
+    return parts
