@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "pokedge.commands.calibrate",
     "pokedge.commands.evaluate",
     "pokedge.commands.sample_frame",
+    "pokedge.commands.parity",
+    "pokedge.commands.doctor",
     "pokedge.commands.sync",
 ]
 

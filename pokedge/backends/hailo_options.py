@@ -98,3 +98,30 @@ def _int(value: Any, key: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise BackendError(f"hailo option {key} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def add_hailo_arguments(parser) -> None:
+    """Add the command-line flags that set HailoOptions."""
+    group = parser.add_argument_group("Hailo device")
+    group.add_argument("--hailo-service", action="store_true",
+                       help="share the device with other processes through the HailoRT multi-process service "
+                       "(hailort.service must run)")
+    group.add_argument("--hailo-group-id", metavar="ID",
+                       help=f"VDevice group id (default {SHARED_GROUP_ID} with --hailo-service, else HailoRT's own)")
+    group.add_argument("--hailo-timeout-ms", type=int, metavar="MS",
+                       help="inference timeout in milliseconds (default 10000)")
+    group.add_argument("--hailo-api", choices=APIS, help="HailoRT API to use (default auto: InferModel if present)")
+
+
+def hailo_options_from_args(args) -> HailoOptions:
+    """Build HailoOptions from the flags added by add_hailo_arguments."""
+    data: dict[str, Any] = {}
+    if getattr(args, "hailo_service", False):
+        data["multi_process_service"] = True
+    if getattr(args, "hailo_group_id", None):
+        data["group_id"] = args.hailo_group_id
+    if getattr(args, "hailo_timeout_ms", None) is not None:
+        data["timeout_ms"] = args.hailo_timeout_ms
+    if getattr(args, "hailo_api", None):
+        data["api"] = args.hailo_api
+    return hailo_options_from_dict(data)

@@ -53,6 +53,7 @@ class HailoProbe:
     device_ids: list[str] = field(default_factory=list)
     architecture: str | None = None
     hef_target: str | None = None
+    import_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +71,7 @@ def probe_hailo(hef_contract: ModelContract | None = None, *, identify: bool = T
     except ImportError as exc:
         hailo_platform = None
         import_failure = failure_from_exception(exc)
+        probe.import_error = str(exc)
     else:
         probe.hailort_version = str(getattr(hailo_platform, "__version__", "unknown"))
 
