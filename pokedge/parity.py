@@ -2,8 +2,9 @@
 
 A gallery's embeddings must come from the model that embeds the queries. The
 INT8 HEF is a compiled copy of the ONNX model, so a gallery built with one may
-serve the other only when a parity record says the two agree: the same sample
-crops embedded on both, every cosine above MIN_COSINE. `pokedge parity` writes
+serve the other only when a parity record shows that the two agree. The
+record compares the same sample crops embedded on both and passes when every
+cosine exceeds MIN_COSINE. `pokedge parity` writes
 that record as JSON next to the HEF (`<hef stem>.parity.json`).
 """
 
@@ -60,8 +61,8 @@ def compare_embeddings(reference: np.ndarray, candidate: np.ndarray, names: list
     """Compare two [N, D] unit-norm embedding sets row by row.
 
     Top-1 agreement is the share of rows whose nearest gallery card is the same
-    for both sets; without a gallery, the share of candidate rows whose nearest
-    reference row is their own (self-retrieval among the samples).
+    for both sets. Without a gallery it is the share of candidate rows whose
+    nearest reference row is their own, which is self-retrieval among the samples.
     """
     if reference.shape != candidate.shape or reference.ndim != 2 or len(reference) == 0:
         raise ValueError(f"parity needs two non-empty [N, D] arrays of one shape, got {reference.shape} and "
@@ -114,7 +115,7 @@ def build_record(reference_contract: ModelContract, candidate_contract: ModelCon
 
 
 def record_path(hef_contract: ModelContract) -> Path:
-    """Where the parity record of a HEF lives: beside it, named `<hef stem>.parity.json`."""
+    """Return the path of a HEF's parity record: beside the HEF, named `<hef stem>.parity.json`."""
     hef = hef_contract.model_path
     return hef.with_name(hef.stem + RECORD_SUFFIX)
 

@@ -38,7 +38,7 @@ OUTPUT_QUANT = QuantInfo(scale=0.0025, zero_point=128.0)
 
 
 def default_contract(encoding: str) -> ModelContract:
-    """A HEF contract with the shipped model's input (224x224 RGB, ImageNet mean/std) and 768-d output."""
+    """Build a HEF contract with the shipped model's input (224x224 RGB, ImageNet mean/std) and 768-d output."""
     return contract_from_dict({"model_id": "overhead", "file": "overhead.hef", "format": "hef", "target": "hailo8l",
                                "input": {"hailo_encoding": encoding}})
 

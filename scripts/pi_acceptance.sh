@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Acceptance check of the Hailo backend on a Raspberry Pi 5 with the AI Kit or AI HAT+.
 #
-# It checks what the test double cannot: the driver and device, that pokedge
-# opens the HEF on the device, parity with the ONNX model on real card crops,
-# embedding latency, and two processes sharing the device through the HailoRT
-# multi-process service. It prints one line per check and a verdict; the exit
-# status is 0 only when every required check passed.
+# It checks what the test double cannot. These are the driver and device, that
+# pokedge opens the HEF on the device, parity with the ONNX model on real card
+# crops, and embedding latency. It also runs two processes that share the
+# device through the HailoRT multi-process service. It prints one line per
+# check and a verdict. The exit status is 0 only when every required check passed.
 #
 # Usage: scripts/pi_acceptance.sh --samples DIR [--model CONTRACT] [--hef CONTRACT]
 #                                 [--frames N] [--python PYTHON]

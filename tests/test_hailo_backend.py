@@ -61,7 +61,7 @@ def test_output_shapes_flatten(fake_hailo, tiny_models, reference, shape):
 
 
 def test_wrong_encoding_breaks_parity(fake_hailo, tiny_models, reference):
-    """A contract that says normalized_quantized for a HEF compiled for raw pixels gives wrong embeddings."""
+    """A contract claiming normalized_quantized for a HEF compiled for raw pixels gives wrong embeddings."""
     fake_hailo.load()
     contract = tiny_models.write_hef_variant("mislabelled", encoding="raw_uint8",
                                              contract_encoding="normalized_quantized")
@@ -306,3 +306,21 @@ def test_unknown_option_rejected(fake_hailo, tiny_models):
         HailoBackend(tiny_models.hef(), {"timeout": 5})
     with pytest.raises(BackendError, match="frames_in_flight"):
         HailoBackend(tiny_models.hef(), {"frames_in_flight": 0})
+
+
+@pytest.mark.parametrize("models_fixture", ["tiny_models", "default_models"])
+def test_parity_figures(fake_hailo, request, models_fixture, capsys):
+    """Parity of the double's INT8 output with ONNX on 32 samples; run with -s to see the figures."""
+    models = request.getfixturevalue(models_fixture)
+    fake_hailo.load()
+    images = sample_images(32, seed=8)
+    onnx = OnnxBackend(models.onnx())
+    expected = onnx.embed(images)
+    onnx.close()
+    for encoding in ("raw_uint8", "normalized_quantized"):
+        backend = HailoBackend(models.hef(encoding))
+        cosines = np.sum(backend.embed(images) * expected, axis=1)
+        backend.close()
+        with capsys.disabled():
+            print(f"\n{models_fixture} {encoding}: mean cosine {cosines.mean():.5f}, min {cosines.min():.5f}")
+        assert cosines.min() > 0.99

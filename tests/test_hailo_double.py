@@ -128,7 +128,7 @@ def test_multi_process_service_needs_service(fake_hailo):
 
 
 def test_device_held_by_other_process(fake_hailo, tmp_path, tiny_models):
-    """A child process holds the device: a plain VDevice here gets 74, the service path shares it."""
+    """While a child process has the device open, a plain VDevice here gets 74 and the service path shares it."""
     fake_hailo.load(FAKE_HAILO_LOCK_DIR=str(tmp_path), FAKE_HAILO_SERVICE="1")
     import hailo_platform
 

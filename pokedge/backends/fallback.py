@@ -1,9 +1,9 @@
 """A backend that switches from Hailo to ONNX Runtime for the rest of the run when Hailo keeps failing.
 
-The Hailo backend retries each batch itself; once it gives up (HailoRunError,
+The Hailo backend retries each batch itself. Once it gives up (HailoRunError,
 or any other backend error while running), this wrapper opens the ONNX
-backend, embeds the same batch there, and uses ONNX from then on. Every
-frame handed to `embed` gets an embedding or the call raises: none is dropped.
+backend and embeds the same batch there. It uses ONNX from then on. Every
+frame passed to `embed` gets an embedding or the call raises, so none is dropped.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class FallbackBackend:
         self._primary_status = primary.status() if hasattr(primary, "status") else None
 
     def status(self) -> dict[str, Any]:
-        """The active backend, whether and why it fell back, and frames per backend."""
+        """Report the active backend, whether and why it fell back, and frames per backend."""
         primary = self._primary
         primary_status = self._primary_status
         if primary is not None and hasattr(primary, "status"):

@@ -2,9 +2,9 @@
 
 `hailo_platform` is imported when a backend opens, never at module import, so
 pokedge runs on machines without HailoRT. A timeout or stream error while
-running is retried after re-creating the VDevice, with exponential backoff;
-after `max_attempts` the batch raises HailoRunError, which the fallback
-wrapper turns into a switch to ONNX Runtime.
+running is retried with exponential backoff after re-creating the VDevice.
+After `max_attempts` failed attempts the batch raises HailoRunError, which the
+fallback wrapper turns into a switch to ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class HailoBackend:
             raise BackendError(f"HEF not found: {contract.model_path} (named by contract {contract.source})")
 
         self.contract = contract
-        self.options = hailo_options_from_dict(options) if not isinstance(options, HailoOptions) else options
+        self.options = hailo_options_from_dict(options)
         self._hailo_platform = hailo_device.import_hailo_platform()
         self.hailort_version = str(getattr(self._hailo_platform, "__version__", "unknown"))
         self._runner: HailoRunner | None = None

@@ -1,4 +1,4 @@
-"""Input encoding and output decoding for a HEF, as its model contract says.
+"""Input encoding and output decoding for a HEF, following its model contract.
 
 A HEF takes uint8 NHWC frames. What those bytes mean depends on how the HEF
 was compiled, and the contract's `input.hailo_encoding` records it:

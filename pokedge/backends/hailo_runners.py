@@ -26,7 +26,7 @@ _log = logging.getLogger(__name__)
 
 
 class HailoRunner:
-    """What the backend needs from either API."""
+    """Interface of the two runners, as the backend uses it."""
 
     api: str
     input_shape: tuple[int, ...]
@@ -40,7 +40,7 @@ class HailoRunner:
 
 
 def has_infer_model(vdevice: Any) -> bool:
-    """Whether this HailoRT has the InferModel API (Python binding 4.18 and later)."""
+    """Check whether this HailoRT has the InferModel API (Python binding 4.18 and later)."""
     return callable(getattr(vdevice, "create_infer_model", None))
 
 
@@ -90,7 +90,7 @@ class InferModelRunner(HailoRunner):
     def run(self, frames: np.ndarray) -> np.ndarray:
         outputs = np.empty((len(frames), *self._output_shape), dtype=self._output_dtype)
         if self._options.mode == "sync":
-            # One run call holds at most the async queue's size, or HailoRT rejects it as full.
+            # One run call takes at most the async queue's size of frames, or HailoRT rejects it as full.
             for start in range(0, len(frames), self._in_flight):
                 stop = min(start + self._in_flight, len(frames))
                 bindings = [self._bind(frames[i], outputs[i]) for i in range(start, stop)]

@@ -43,7 +43,7 @@ HEF_TARGETS = ("hailo8", "hailo8l")
 
 @dataclass
 class HailoProbe:
-    """What the probe found; `usable` is False when `failure` says why."""
+    """Result of a probe; when `usable` is False, `failure` gives the reason and the fix."""
 
     usable: bool
     summary: str
@@ -62,7 +62,7 @@ class HailoProbe:
 
 
 def probe_hailo(hef_contract: ModelContract | None = None, *, identify: bool = True) -> HailoProbe:
-    """Check device nodes, the HailoRT binding, the device and the HEF target; never raises for a missing device."""
+    """Check device nodes, the HailoRT binding, the device and the HEF target; failures are returned, not raised."""
     probe = HailoProbe(usable=False, summary="")
     probe.device_nodes = device_nodes()
 
@@ -147,7 +147,7 @@ def read_architecture(hailo_platform: Any, device_id: str) -> str | None:
 
 
 def hef_target(contract: ModelContract) -> str | None:
-    """The Hailo architecture the HEF was compiled for, from the contract's `target`; None if not a Hailo target."""
+    """Return the Hailo architecture the HEF was compiled for, from the contract's `target`; None if not a Hailo target."""
     target = (contract.target or "").strip().lower().replace("-", "")
     return target if target in HEF_TARGETS else None
 

@@ -60,7 +60,7 @@ def open_backend(choice: str, onnx_contract: ModelContract, hef_contract: ModelC
         except HailoUnavailable as exc:
             raise BackendError(f"--backend hailo: {exc.failure.message()}") from exc
 
-    backend, selection = _open_auto(onnx_contract, hef_contract, options, threads)
+    backend, _ = _open_auto(onnx_contract, hef_contract, options, threads)
     return backend
 
 

@@ -88,7 +88,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def resolve_models(args: argparse.Namespace) -> dict[str, Any]:
-    """Find the active model, HEF and gallery, and check each; never raises for a missing file."""
+    """Find the active model, HEF and gallery, and check each; a missing file is reported, not raised."""
     report: dict[str, Any] = {"active_version": active_version(args.data_dir)}
     onnx: ModelContract | None = None
     hef: ModelContract | None = None

@@ -1,8 +1,8 @@
 """Test double of HailoRT's `hailo_platform` package; only the tests put it on sys.path.
 
 Set FAKE_HAILORT_VERSION before the first import to choose the version whose
-names and errors it mimics (default 4.23.0); see pyhailort/_pyhailort.py for
-the knobs that control devices and faults.
+names and errors it mimics (default 4.23.0). The knobs that control devices
+and faults are in pyhailort/_pyhailort.py.
 """
 
 import os

@@ -1,6 +1,6 @@
 """Test double of HailoRT's compiled extension `_pyhailort`.
 
-It holds what the real extension does in C++: device presence and claims,
+It contains what the real extension does in C++: device presence and claims,
 VDevice creation with its failure statuses, HEF parsing, the async job
 queue, buffer checks, and the computation. Errors are raised as the raw
 `HailoRTStatusException` with the status number in args[0]; the Python layer
