@@ -179,7 +179,7 @@ def test_transient_faults_retried(fake_hailo, tiny_models, reference, caplog):
 
 def test_timeout_retried_after_recreate(fake_hailo, tiny_models, reference):
     knobs = fake_hailo.load()
-    backend = HailoBackend(tiny_models.hef(), {"timeout_ms": 100, "backoff_ms": 1})
+    backend = HailoBackend(tiny_models.hef(), {"timeout_ms": 300, "backoff_ms": 1})
     knobs.run_faults.append("hang")
     vectors = backend.embed(IMAGES)
     assert np.sum(vectors * reference, axis=1).min() > 0.999
@@ -189,7 +189,7 @@ def test_timeout_retried_after_recreate(fake_hailo, tiny_models, reference):
 
 def test_vstreams_timeout_retried(fake_hailo, tiny_models, reference):
     knobs = fake_hailo.load()
-    backend = HailoBackend(tiny_models.hef(), {"api": "vstreams", "timeout_ms": 50, "backoff_ms": 1})
+    backend = HailoBackend(tiny_models.hef(), {"api": "vstreams", "timeout_ms": 200, "backoff_ms": 1})
     knobs.run_faults.append("hang")
     vectors = backend.embed(IMAGES)
     assert np.sum(vectors * reference, axis=1).min() > 0.999
@@ -324,3 +324,13 @@ def test_parity_figures(fake_hailo, request, models_fixture, capsys):
         with capsys.disabled():
             print(f"\n{models_fixture} {encoding}: mean cosine {cosines.mean():.5f}, min {cosines.min():.5f}")
         assert cosines.min() > 0.99
+
+
+def test_device_ids_option(fake_hailo, tiny_models):
+    knobs = fake_hailo.load(devices="0000:01:00.0=HAILO8L,0000:02:00.0=HAILO8")
+    backend = HailoBackend(tiny_models.hef(), {"device_ids": ["0000:02:00.0"]})
+    assert list(knobs._claims) == ["0000:02:00.0"]
+    backend.close()
+    with pytest.raises(HailoUnavailable) as info:
+        HailoBackend(tiny_models.hef(), {"device_ids": ["0000:09:00.0"]})
+    assert info.value.failure.code == 61

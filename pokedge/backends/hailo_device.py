@@ -135,9 +135,10 @@ def _create_vdevice(options: HailoOptions) -> Any:
         if options.multi_process_service:
             params.multi_process_service = True
         if options.device_ids:
-            params.device_ids = list(options.device_ids)
-            params.device_count = len(options.device_ids)
-        vdevice = VDevice(params)
+            # The 4.18+ binding passes both params and device_ids to the extension.
+            vdevice = VDevice(params, device_ids=list(options.device_ids))
+        else:
+            vdevice = VDevice(params)
     except Exception as exc:  # HailoRT raises HailoRTException subclasses or its raw status class
         raise HailoUnavailable(failure_from_exception(exc)) from exc
 
