@@ -8,6 +8,11 @@ import numpy as np
 from pokedge.detection.types import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH
 
 
+# Focal length assumed when it cannot be solved from the quad, as a share of the
+# longest frame side: about a 60 degree field of view, typical of phone and Pi cameras.
+ASSUMED_FOCAL_SHARE = 0.85
+
+
 def order_corners(points: np.ndarray) -> np.ndarray:
     """Order four points as TL, TR, BR, BL for a portrait card.
 
@@ -102,3 +107,65 @@ def contains(outer: np.ndarray, inner: np.ndarray, margin: float = 2.0) -> bool:
     """True when every corner of `inner` lies inside `outer` (or within `margin` px of it)."""
     contour = np.asarray(outer, dtype=np.float32).reshape(-1, 1, 2)
     return all(cv2.pointPolygonTest(contour, (float(x), float(y)), True) >= -margin for x, y in inner)
+
+
+def rectified_aspect(quad: np.ndarray, frame_shape: tuple[int, ...]) -> float:
+    """Width over height of the rectangle that an ordered quad shows, undoing perspective.
+
+    Uses the single-view method of Zhang and He ("Whiteboard scanning and
+    image enhancement", 2007), which solves for the focal length from the
+    quad and assumes the principal point is the frame centre. When the
+    focal length has no plausible solution (opposite sides parallel, or a
+    cropped photo whose centre is not the principal point), a focal length
+    of `ASSUMED_FOCAL_SHARE` times the longest frame side is used instead.
+    """
+    height, width = frame_shape[:2]
+    centre = np.array([width / 2.0, height / 2.0])
+    tl, tr, br, bl = (np.append(np.asarray(p, dtype=np.float64) - centre, 1.0) for p in quad)
+
+    # The paper's m1..m4 are the corners (0,0), (w,0), (0,h), (w,h) of the rectangle.
+    k2 = np.dot(np.cross(tl, br), bl) / _nonzero(np.dot(np.cross(tr, br), bl))
+    k3 = np.dot(np.cross(tl, br), tr) / _nonzero(np.dot(np.cross(bl, br), tr))
+    n2 = k2 * tr - tl
+    n3 = k3 * bl - tl
+
+    longest = float(max(width, height))
+    focal_sq = (ASSUMED_FOCAL_SHARE * longest) ** 2
+    if abs(n2[2] * n3[2]) > 1e-12:
+        solved = -(n2[0] * n3[0] + n2[1] * n3[1]) / (n2[2] * n3[2])
+        if np.isfinite(solved) and (0.3 * longest) ** 2 < solved < (5.0 * longest) ** 2:
+            focal_sq = solved
+
+    width_sq = (n2[0] ** 2 + n2[1] ** 2) / focal_sq + n2[2] ** 2
+    height_sq = (n3[0] ** 2 + n3[1] ** 2) / focal_sq + n3[2] ** 2
+    if not (np.isfinite(width_sq) and np.isfinite(height_sq)) or height_sq <= 0:
+        return quad_aspect(quad)
+    return float(np.sqrt(width_sq / height_sq))
+
+
+def _nonzero(value: float) -> float:
+    return value if abs(value) > 1e-12 else 1e-12
+
+
+def card_aspect_error(quad: np.ndarray, frame_shape: tuple[int, ...]) -> float:
+    """Relative distance from 63:88 of the quad's aspect, with or without perspective correction.
+
+    The smaller of the two errors is returned, because the perspective
+    estimate is only right when the frame centre is the principal point.
+    """
+    plain = aspect_error(quad)
+    corrected = abs(rectified_aspect(quad, frame_shape) - CARD_ASPECT) / CARD_ASPECT
+    return min(plain, corrected)
+
+
+def line_through(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Homogeneous line (a, b, c) with a*x + b*y + c = 0 through two points."""
+    return np.cross(np.append(np.asarray(p, dtype=np.float64), 1.0), np.append(np.asarray(q, dtype=np.float64), 1.0))
+
+
+def intersect(line_a: np.ndarray, line_b: np.ndarray) -> np.ndarray | None:
+    """Intersection point of two homogeneous lines, or None when they are parallel."""
+    point = np.cross(line_a, line_b)
+    if abs(point[2]) < 1e-9:
+        return None
+    return point[:2] / point[2]

@@ -27,4 +27,5 @@ class Detection:
     blur: float = 0.0  # variance of the Laplacian of the warped card; low means blurred
     glare: float = 0.0  # share of near-white, low-saturation pixels on the warped card
     full_frame: bool = False  # the whole image was taken as the card (tight crop or scan)
+    completed: bool = False  # one side was hidden or outside the frame and was placed from the 63:88 aspect
     alternatives: list[np.ndarray] = field(default_factory=list)  # other quads for the same card, e.g. its sleeve
