@@ -101,7 +101,11 @@ class _Holder:
 
 
 def validate_conditions(conditions: Sequence[str]) -> tuple[str, ...]:
-    """Return the conditions in CONDITIONS order; raise ValueError for unknown or conflicting ones."""
+    """Return the conditions in CONDITIONS order, ("clean",) when empty; raise ValueError for unknown or
+    conflicting ones."""
+    if isinstance(conditions, str):
+        raise ValueError(f"conditions must be a sequence of names, got the string {conditions!r}; "
+                         f"pass [{conditions!r}] instead")
     unknown = [name for name in conditions if name not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown condition(s) {unknown}; expected names from {CONDITIONS}")
@@ -150,8 +154,12 @@ def make_test_card(rng: np.random.Generator, width: int = 252, height: int = 352
     """Draw a card-like BGR uint8 image: yellow border, name line, coloured art box and text strokes.
 
     The layout is top-heavy like a real card, so the card and its 180-degree
-    rotation differ clearly. Sizes scale with `width` and `height` (pixels).
+    rotation differ clearly. Sizes scale with `width` and `height` (pixels,
+    at least 32 each).
     """
+    if width < 32 or height < 32:
+        raise ValueError(f"test card size must be at least 32 x 32 px, got {width} x {height}")
+
     card = np.empty((height, width, 3), np.uint8)
     card[:] = _jitter_colour(rng, _CARD_YELLOW_BGR, 18)
 
@@ -228,9 +236,10 @@ def render_background(rng: np.random.Generator, size: tuple[int, int], kind: str
     """Render a procedural background of `size` (width, height) pixels as BGR uint8.
 
     `kind` is one of BACKGROUND_KINDS or "random". "card_colored" is yellow
-    like card borders and may carry yellow card-sized rectangles, the hardest
-    case for a border-based detector.
+    like card borders and may contain card-sized yellow rectangles, a hard
+    case for detectors that look for the yellow border.
     """
+    _check_frame_size(size)
     if kind == "random":
         kind = str(rng.choice(BACKGROUND_KINDS))
     if kind not in BACKGROUND_KINDS:
@@ -240,8 +249,13 @@ def render_background(rng: np.random.Generator, size: tuple[int, int], kind: str
     return _BACKGROUND_RENDERERS[kind](rng, width, height)
 
 
+def _check_frame_size(size) -> None:
+    if len(size) != 2 or min(int(size[0]), int(size[1])) < 64:
+        raise ValueError(f"frame size must be (width, height) with both at least 64 px, got {size}")
+
+
 def _value_noise(rng: np.random.Generator, width: int, height: int, cell_px: float, octaves: int = 3) -> np.ndarray:
-    """Smooth random field in [0, 1], float32 [height, width], with features about `cell_px` wide."""
+    """Draw a smooth random field in [0, 1], float32 [height, width], with features about `cell_px` wide."""
     total = np.zeros((height, width), np.float32)
     weight_sum = 0.0
     for octave in range(octaves):
@@ -270,26 +284,27 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _wood(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Planks with wavy grain lines; drawn with horizontal grain, then turned by 90 degrees half the time."""
+    """Render planks with wavy grain lines, turned by 90 degrees half the time."""
     if rng.random() < 0.5:
         return cv2.rotate(_wood_planks(rng, height, width), cv2.ROTATE_90_CLOCKWISE)
     return _wood_planks(rng, width, height)
 
 
 def _wood_planks(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    # The grain runs along x, so x is computed at a quarter of the resolution and stretched.
-    columns = max(width // 4, 2)
-    period = rng.uniform(8, 22)
-    warp = _value_noise(rng, columns, height, cell_px=rng.uniform(40, 90), octaves=2)
-    ys = np.arange(height, dtype=np.float32)[:, None]
+    # The grain runs along x, so the field is computed at a quarter of the resolution along x and half
+    # along y, then stretched. Lengths below are in those half-resolution rows.
+    columns, rows = max(width // 4, 2), max(height // 2, 2)
+    period = rng.uniform(4, 11)
+    warp = _value_noise(rng, columns, rows, cell_px=rng.uniform(20, 45), octaves=2)
+    ys = np.arange(rows, dtype=np.float32)[:, None]
 
-    plank_of_row = np.cumsum(rng.random(height) < 1 / rng.uniform(150, 320))
+    plank_of_row = np.cumsum(rng.random(rows) < 1 / rng.uniform(75, 160))
     plank_phase = rng.uniform(0, 10, plank_of_row[-1] + 1).astype(np.float32)[plank_of_row][:, None]
     plank_tone = rng.uniform(0.85, 1.12, plank_of_row[-1] + 1).astype(np.float32)[plank_of_row][:, None]
 
     phase = ys / period + rng.uniform(1.5, 4) * warp + plank_phase
     grain = (0.5 + 0.5 * np.sin(2 * np.pi * phase)) ** rng.uniform(3, 8)
-    fibres = cv2.GaussianBlur(rng.random((height, 1), dtype=np.float32), (0, 0), 0.8)
+    fibres = cv2.GaussianBlur(rng.random((rows, 1), dtype=np.float32), (0, 0), 0.8)
     shade = (1 - 0.45 * grain) * (0.9 + 0.15 * fibres) * plank_tone
     seams = np.flatnonzero(np.diff(plank_of_row))
     shade[seams] *= 0.5
@@ -300,7 +315,7 @@ def _wood_planks(rng: np.random.Generator, width: int, height: int) -> np.ndarra
 
 
 def _fabric(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Plain weave: alternating warp and weft threads a few pixels wide, with soft folds."""
+    """Render a plain weave (warp and weft threads 3-6 px wide) with soft folds."""
     period = int(rng.integers(3, 7))
     ramp = np.sin(np.pi * (np.arange(period, dtype=np.float32) + 0.5) / period)
     warp_threads = np.tile(ramp[None, :], (period, 1))
@@ -316,7 +331,7 @@ def _fabric(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
 
 
 def _paper(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Plain paper or card stock, white-ish or kraft, with faint uneven lighting."""
+    """Render plain paper or card stock, white-ish or kraft, with faint uneven lighting."""
     tint = _jitter_colour(rng, (225, 228, 230), 25) if rng.random() < 0.8 else _jitter_colour(rng, (120, 160, 190), 20)
     low_w, low_h = max(width // 16, 2), max(height // 16, 2)
     shading = 0.88 + 0.12 * _value_noise(rng, low_w, low_h, cell_px=8, octaves=2)
@@ -339,7 +354,7 @@ def _gradient(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
 
 
 def _speckle(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Multi-coloured grainy noise, like granite, carpet or a printed playmat."""
+    """Render multi-coloured grainy noise, like granite, carpet or a printed playmat."""
     half_w, half_h = max(width // 2, 2), max(height // 2, 2)
     channels = [_value_noise(rng, half_w, half_h, cell_px=rng.uniform(3, 12), octaves=2) for _ in range(3)]
     field = np.stack(channels, axis=-1)
@@ -441,7 +456,7 @@ def _card_coloured(rng: np.random.Generator, width: int, height: int) -> np.ndar
 
 
 def _draw_yellow_card_shape(image: np.ndarray, rng: np.random.Generator, scale: float) -> None:
-    """Draw a card-sized yellow rectangle outline, a decoy for border-based detectors."""
+    """Draw a card-sized yellow rectangle with a darker outline, a decoy for border-based detectors."""
     height, width = image.shape[:2]
     card_w = rng.uniform(120, 320) * scale
     box = ((float(rng.uniform(0, width)), float(rng.uniform(0, height))), (card_w, card_w * 88 / 63),
@@ -473,7 +488,7 @@ def _point(xy) -> tuple[int, int]:
 
 
 def _card_corners_mm() -> np.ndarray:
-    """Card corners TL, TR, BR, BL in card-plane mm, card centre at 0, y down."""
+    """Return the card corners TL, TR, BR, BL in card-plane mm, card centre at 0, y down."""
     half_w, half_h = CARD_WIDTH_MM / 2, CARD_HEIGHT_MM / 2
     return np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]], np.float32)
 
@@ -512,7 +527,7 @@ def _sample_pose(rng: np.random.Generator, chosen: set[str]) -> _Pose:
 
 def _plane_homography(pose: _Pose, plane_corners_mm: np.ndarray, frame_width: int,
                       target_height_px: float) -> np.ndarray:
-    """Homography from plane mm to image pixels (principal point at 0) of a pinhole camera in `pose`.
+    """Build the homography from plane mm to image pixels (principal point at 0) of a pinhole camera.
 
     The camera distance makes the plane about `target_height_px` tall, so the
     perspective is as strong as for a phone (55-75 degree field of view) at
@@ -588,7 +603,7 @@ def _place_tight(rng: np.random.Generator, h_image: np.ndarray, pose: _Pose,
 
 
 def _fill_share(quad: np.ndarray, frame_size: tuple[int, int]) -> float:
-    """Share of the frame area covered by the card quad."""
+    """Return the share of the frame area covered by the card quad."""
     width, height = frame_size
     frame_rect = _rect_corners(0, 0, width, height)
     area, _ = cv2.intersectConvexConvex(quad.astype(np.float32), frame_rect)
@@ -596,7 +611,7 @@ def _fill_share(quad: np.ndarray, frame_size: tuple[int, int]) -> float:
 
 
 def _pixels_per_mm(homography: np.ndarray, outline_mm: np.ndarray) -> float:
-    """Largest scale (frame px per plane mm) along the outline's edges."""
+    """Return the largest scale (frame px per plane mm) along the outline's edges."""
     outline = _transform(outline_mm, homography)
     px = np.linalg.norm(np.roll(outline, -1, axis=0) - outline, axis=1)
     mm = np.linalg.norm(np.roll(outline_mm, -1, axis=0) - outline_mm, axis=1)
@@ -604,7 +619,7 @@ def _pixels_per_mm(homography: np.ndarray, outline_mm: np.ndarray) -> float:
 
 
 def _bounding_box(points: np.ndarray, frame_shape, pad: float = 2) -> tuple[int, int, int, int] | None:
-    """Integer box (x0, y0, x1, y1) around points, clipped to the frame; None when empty."""
+    """Return the integer box (x0, y0, x1, y1) around points, clipped to the frame, or None when empty."""
     height, width = frame_shape[:2]
     x0, y0 = np.floor(points.min(axis=0) - pad).astype(int)
     x1, y1 = np.ceil(points.max(axis=0) + pad).astype(int)
@@ -655,7 +670,10 @@ def _layer_grid(anchor_mm, extent_mm, px_per_mm: float, pad: int = 3) -> _LayerG
 
 
 def _rounded_rect_mask(width: int, height: int, box, radius: float) -> np.ndarray:
-    """uint8 mask [height, width] of an anti-aliased rounded rectangle; box is x0, y0, x1, y1 (exclusive)."""
+    """Draw a uint8 mask [height, width] of an anti-aliased rounded rectangle.
+
+    `box` is x0, y0, x1, y1 in pixels, x1 and y1 exclusive.
+    """
     mask = np.zeros((height, width), np.uint8)
     x0, y0, x1, y1 = box
     r = max(int(round(radius)), 1)
@@ -667,7 +685,8 @@ def _rounded_rect_mask(width: int, height: int, box, radius: float) -> np.ndarra
 
 
 def _premultiply(bgr: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """BGRA uint8 with colour premultiplied by alpha, so warping blends edges without dark fringes."""
+    """Merge BGR and alpha into BGRA uint8 with colour premultiplied by alpha, so warping blends edges without
+    dark fringes."""
     colour = cv2.multiply(bgr, cv2.merge([alpha, alpha, alpha]), scale=1 / 255)
     return cv2.merge([colour, alpha])
 
@@ -705,9 +724,13 @@ def _blend_premultiplied(roi: np.ndarray, bgra: np.ndarray) -> None:
     roi[:] = cv2.add(cv2.multiply(roi, cv2.merge([keep, keep, keep]), scale=1 / 255), bgra[..., :3])
 
 
-def _darken(roi: np.ndarray, shade: np.ndarray) -> None:
-    """Multiply a BGR ROI in place by 1 - shade, shade float32 [h, w] in 0 to 1."""
-    keep = _to_uint8(255 * (1 - shade) + 0.5)
+def _darken(roi: np.ndarray, shadow: np.ndarray, strength: float) -> None:
+    """Multiply a BGR ROI in place by 1 - strength * shadow / 255.
+
+    `shadow` is a uint8 mask at any resolution; it is stretched to the ROI.
+    """
+    keep = cv2.convertScaleAbs(shadow, alpha=-strength, beta=255)
+    keep = cv2.resize(keep, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
     roi[:] = cv2.multiply(roi, cv2.merge([keep, keep, keep]), scale=1 / 255)
 
 
@@ -743,7 +766,7 @@ def _holder_box(holder: _Holder, grid: _LayerGrid) -> tuple[int, int, int, int]:
 
 
 def _holder_layer(rng: np.random.Generator, holder: _Holder, grid: _LayerGrid) -> np.ndarray:
-    """Premultiplied BGRA of the holder's front: haze, reflections, seams and edges (mostly transparent)."""
+    """Draw the holder's front as premultiplied BGRA: haze, reflections, seams and edges (mostly transparent)."""
     box = _holder_box(holder, grid)
     if holder.kind == "sleeve":
         alpha, grey = _sleeve_planes(rng, grid, box)
@@ -761,8 +784,8 @@ def _reflection_field(rng: np.random.Generator, width: int, height: int, count: 
 
     The field is float32 at a quarter of (width, height), because it is smooth.
 
-    Soft bands fall off like a Gaussian; sharp ones have a flat top and a
-    short ramp, as a rigid flat surface mirrors a window or lamp.
+    Soft bands fall off like a Gaussian. Sharp ones have a flat top and a
+    short ramp, because a rigid flat surface mirrors a window or lamp crisply.
     """
     low_w, low_h = max(width // 4, 2), max(height // 4, 2)
     xs = np.linspace(0, width, low_w, dtype=np.float32)[None, :]
@@ -786,7 +809,7 @@ def _reflection_field(rng: np.random.Generator, width: int, height: int, count: 
 
 
 def _edge_modulation(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """Slow brightness changes along an edge highlight, uint8 in units of 1/255, from 0.35 to 1."""
+    """Draw slow brightness changes for an edge highlight, uint8 in units of 1/255, from 0.35 to 1."""
     field = _value_noise(rng, max(width // 8, 2), max(height // 8, 2), cell_px=6, octaves=2)
     return _upscale(_to_uint8(255 * (0.35 + 0.65 * field)), width, height)
 
@@ -807,8 +830,8 @@ def _draw_edge_highlight(alpha: np.ndarray, rng: np.random.Generator, box, thick
 
 
 def _sleeve_planes(rng: np.random.Generator, grid: _LayerGrid, box) -> tuple[np.ndarray, np.ndarray]:
-    """Alpha and grey uint8 planes of a penny sleeve: light haze, side and bottom seals, soft reflections and a
-    shiny outer edge."""
+    """Draw the alpha and grey uint8 planes of a penny sleeve: light haze, side and bottom seals, soft
+    reflections and a shiny outer edge."""
     width, height = grid.width, grid.height
     x0, y0, x1, y1 = box
     mm = grid.length(1.0)
@@ -848,8 +871,8 @@ def _draw_curl_highlight(alpha: np.ndarray, rng: np.random.Generator, box, mm: f
 
 def _toploader_planes(rng: np.random.Generator, grid: _LayerGrid, box,
                       holder: _Holder) -> tuple[np.ndarray, np.ndarray]:
-    """Alpha and grey uint8 planes of a rigid toploader: thick sealed rim with a dark inner wall line, bright
-    outer edge, thumb notch at the open top, crisp reflections, and an optional sleeve inside."""
+    """Draw the alpha and grey uint8 planes of a rigid toploader: thick sealed rim with a dark inner wall line,
+    bright outer edge, thumb notch at the open top, crisp reflections, and an optional sleeve inside."""
     width, height = grid.width, grid.height
     x0, y0, x1, y1 = box
     mm = grid.length(1.0)
@@ -916,12 +939,11 @@ def _add_drop_shadow(frame: np.ndarray, rng: np.random.Generator, outline: np.nd
     points = ((shadow_outline - (x0, y0)) / factor).astype(np.int32)
     cv2.fillConvexPoly(small, points, 255, cv2.LINE_AA)
     small = cv2.GaussianBlur(small, (0, 0), max(blur / factor, 0.5))
-    shade = _upscale(small.astype(np.float32), x1 - x0, y1 - y0) * (rng.uniform(0.15, 0.35) / 255)
-    _darken(frame[y0:y1, x0:x1], shade)
+    _darken(frame[y0:y1, x0:x1], small, rng.uniform(0.15, 0.35))
 
 
 def _point_in_quad(quad: np.ndarray, u: float, v: float) -> np.ndarray:
-    """Bilinear point of a quad at card fractions u (left to right) and v (top to bottom)."""
+    """Return the bilinear point of a quad at card fractions u (left to right) and v (top to bottom)."""
     top = quad[0] + u * (quad[1] - quad[0])
     bottom = quad[3] + u * (quad[2] - quad[3])
     return top + v * (bottom - top)
@@ -947,7 +969,7 @@ def _add_glare(frame: np.ndarray, rng: np.random.Generator, outline: np.ndarray,
     for index in range(int(rng.integers(1, 3))):
         centre = (_point_in_quad(quad, *rng.uniform(0.1, 0.9, 2)) - (x0, y0)) / 4
         saturating = index == 0 and rng.random() < 0.75
-        peak = rng.uniform(1.2, 2.5) if saturating else rng.uniform(0.35, 0.8)
+        peak = rng.uniform(1.2, 2.2) if saturating else rng.uniform(0.35, 0.8)
         highlight += _highlight(rng, low_shape, centre, card_width / 4, peak)
 
     strength = _upscale(highlight, x1 - x0, y1 - y0) * (surface.astype(np.float32) / 255)
@@ -957,13 +979,13 @@ def _add_glare(frame: np.ndarray, rng: np.random.Generator, outline: np.ndarray,
 def _highlight(rng: np.random.Generator, shape, centre, card_width: float, peak: float) -> np.ndarray:
     """Draw one highlight, float32 in light units: a flat-topped core of height `peak` and a wide soft halo.
 
-    The core is an ellipse 12-40% of the card width or a streak 50-130% long
-    and 3-10% wide (a tube light or window edge).
+    The core's semi-axes are 10-32% of the card width for an ellipse, or
+    50-130% by 3-10% for a streak (a tube light or window edge).
     """
     if rng.random() < 0.4:
         major, minor = rng.uniform(0.5, 1.3) * card_width, rng.uniform(0.03, 0.1) * card_width
     else:
-        major = rng.uniform(0.12, 0.4) * card_width
+        major = rng.uniform(0.1, 0.32) * card_width
         minor = major * rng.uniform(0.45, 1.0)
     angle = rng.uniform(0, np.pi)
 
@@ -975,7 +997,8 @@ def _highlight(rng: np.random.Generator, shape, centre, card_width: float, peak:
 
 
 def _elliptic_radius2(shape, centre, major: float, minor: float, angle: float) -> np.ndarray:
-    """Squared elliptic radius of each pixel, 1 on the ellipse with semi-axes `major`, `minor` at `angle` rad."""
+    """Return the squared elliptic radius of each pixel: 1 on the ellipse with semi-axes `major` and `minor`
+    turned by `angle` radians."""
     height, width = shape
     xs = np.arange(width, dtype=np.float32)[None, :] - centre[0]
     ys = np.arange(height, dtype=np.float32)[:, None] - centre[1]
@@ -1041,7 +1064,7 @@ def _place_finger(frame_shape, rng: np.random.Generator, h_plane: np.ndarray,
                   quad: np.ndarray) -> tuple[_Finger, float]:
     """Choose entry edge, angle, width (15-24 mm) and depth so the finger hides up to 20% of the card."""
     corners = _card_corners_mm()
-    edge = int(rng.integers(4))
+    edge = _pick_finger_edge(rng, frame_shape, h_plane)
     start, end = corners[edge], corners[(edge + 1) % 4]
     entry = start + rng.uniform(0.2, 0.8) * (end - start)
     edge_normal = np.array([-(end - start)[1], (end - start)[0]]) / np.linalg.norm(end - start)
@@ -1070,6 +1093,32 @@ def _place_finger(frame_shape, rng: np.random.Generator, h_plane: np.ndarray,
     return finger, share
 
 
+def _pick_finger_edge(rng: np.random.Generator, frame_shape, h_plane: np.ndarray) -> int:
+    """Pick the card edge a finger enters from: one of the two facing the nearest frame borders (70/30),
+    as a hand holding the card reaches in from outside the frame."""
+    height, width = frame_shape[:2]
+    corners = _card_corners_mm()
+    distances = []
+    for edge in range(4):
+        middle = (corners[edge] + corners[(edge + 1) % 4]) / 2
+        inside, outside = _transform(np.array([middle, middle * 1.2]), h_plane)
+        distances.append(_distance_to_border(inside, outside - inside, width, height))
+    nearest = np.argsort(distances)[:2]
+    return int(nearest[0] if rng.random() < 0.7 else nearest[1])
+
+
+def _distance_to_border(point: np.ndarray, direction: np.ndarray, width: int, height: int) -> float:
+    """Return the distance in pixels from a point inside the frame to its border along `direction`."""
+    direction = direction / max(float(np.linalg.norm(direction)), 1e-9)
+    steps = []
+    for value, step, limit in ((point[0], direction[0], width), (point[1], direction[1], height)):
+        if step > 1e-9:
+            steps.append((limit - value) / step)
+        elif step < -1e-9:
+            steps.append(-value / step)
+    return float(min(steps)) if steps else float("inf")
+
+
 def _rotate(vector: np.ndarray, degrees: float) -> np.ndarray:
     angle = math.radians(degrees)
     cos, sin = math.cos(angle), math.sin(angle)
@@ -1077,7 +1126,7 @@ def _rotate(vector: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def _occluded_share(frame_shape, finger: _Finger, quad: np.ndarray) -> float:
-    """Share of the card's visible area in the frame that the finger covers."""
+    """Return the share of the card's visible area in the frame that the finger covers."""
     box = _bounding_box(quad, frame_shape, pad=0)
     if box is None:
         return 0.0
@@ -1092,12 +1141,10 @@ def _occluded_share(frame_shape, finger: _Finger, quad: np.ndarray) -> float:
 
 def _draw_finger_shadow(roi: np.ndarray, rng: np.random.Generator, finger: _Finger, origin) -> None:
     offset = _rotate(np.array([1.0, 0.0]), rng.uniform(0, 360)) * rng.uniform(0.1, 0.3) * finger.tip_width
-    mask = np.zeros(roi.shape[:2], np.uint8)
-    finger.draw(mask, np.asarray(origin) - offset, 255)
-    small = cv2.resize(mask, (max(mask.shape[1] // 4, 1), max(mask.shape[0] // 4, 1)), interpolation=cv2.INTER_AREA)
+    small = np.zeros((max(roi.shape[0] // 4, 1), max(roi.shape[1] // 4, 1)), np.uint8)
+    finger.draw(small, np.asarray(origin) - offset, 255, pixel_scale=0.25)
     small = cv2.GaussianBlur(small, (0, 0), max(finger.tip_width / 16, 0.5))
-    shade = _upscale(small.astype(np.float32), roi.shape[1], roi.shape[0]) * (rng.uniform(0.3, 0.5) / 255)
-    _darken(roi, shade)
+    _darken(roi, small, rng.uniform(0.3, 0.5))
 
 
 def _draw_finger_skin(roi: np.ndarray, rng: np.random.Generator, finger: _Finger, origin) -> None:
@@ -1162,14 +1209,20 @@ def _draw_nail(image: np.ndarray, rng: np.random.Generator, finger: _Finger, ori
 
 
 def _apply_camera(frame: np.ndarray, rng: np.random.Generator, chosen: set[str]) -> np.ndarray:
-    """Apply blur, uneven light and exposure, sensor noise, the low-light tone curve and JPEG, in that order."""
+    """Apply blur, uneven light and exposure, sensor noise, the low-light tone curve and JPEG, in that order.
+
+    Pixels that are white (254 or more in every channel) after the blur stand
+    for light beyond the sensor's range, such as a glare core, so they stay at
+    255 through exposure and noise.
+    """
     height, width = frame.shape[:2]
     scale = math.hypot(width, height) / 1600  # blur sizes are given for a 1280 x 960 frame
 
     frame = _apply_blur(frame, rng, chosen, scale)
+    clipped = cv2.inRange(frame, (254, 254, 254), (255, 255, 255))
 
     low_light = "low_light" in chosen
-    exposure = rng.uniform(0.22, 0.4) if low_light else rng.uniform(0.92, 1.05)
+    exposure = rng.uniform(0.2, 0.35) if low_light else rng.uniform(0.92, 1.05)
     if "noise" in chosen:
         sigma = rng.uniform(5, 12)
     else:
@@ -1177,7 +1230,10 @@ def _apply_camera(frame: np.ndarray, rng: np.random.Generator, chosen: set[str])
     frame = _expose(frame, rng, exposure, sigma)
 
     if low_light:
-        frame = _low_light_tone(frame, rng)
+        # The camera's gain lifts the image to 30-70% of a normal exposure, amplifying the noise with it.
+        frame = _low_light_tone(frame, rng, gain=rng.uniform(0.3, 0.7) / exposure)
+    if cv2.countNonZero(clipped):
+        frame = cv2.bitwise_or(frame, cv2.merge([clipped, clipped, clipped]))
     if "jpeg" in chosen:
         frame = encode_jpeg(frame, int(rng.integers(30, 71)))
     return frame
@@ -1186,20 +1242,26 @@ def _apply_camera(frame: np.ndarray, rng: np.random.Generator, chosen: set[str])
 def _apply_blur(frame: np.ndarray, rng: np.random.Generator, chosen: set[str], scale: float) -> np.ndarray:
     blurred = False
     if "blur" in chosen:
-        frame = _filter_large(frame, _disk_kernel, rng.uniform(2, 6) * scale)
+        frame = _filter_reduced(frame, _disk_kernel, rng.uniform(2, 6) * scale, max_full_size=2.5)
         blurred = True
     if "motion_blur" in chosen:
         angle = rng.uniform(0, 180)
-        frame = _filter_large(frame, lambda length: _motion_kernel(length, angle), rng.uniform(8, 28) * scale)
+        frame = _filter_reduced(frame, lambda length: _motion_kernel(length, angle), rng.uniform(8, 28) * scale,
+                                max_full_size=10)
         blurred = True
     if not blurred and rng.random() < 0.5:
         frame = cv2.GaussianBlur(frame, (0, 0), rng.uniform(0.3, 0.8))
     return frame
 
 
-def _filter_large(frame: np.ndarray, make_kernel, size_px: float) -> np.ndarray:
-    """Convolve with make_kernel(size_px); kernels over 6 px run at half resolution, which the blur hides."""
-    if size_px <= 6:
+def _filter_reduced(frame: np.ndarray, make_kernel, size_px: float, max_full_size: float) -> np.ndarray:
+    """Convolve with make_kernel(size_px), at half resolution when size_px exceeds `max_full_size`.
+
+    The blur hides the lost resolution along its own direction. A defocus
+    disk may use a low limit, but a motion streak blurs one direction only, so
+    it needs a higher one to keep detail across the streak.
+    """
+    if size_px <= max_full_size:
         return cv2.filter2D(frame, -1, make_kernel(size_px))
     height, width = frame.shape[:2]
     half = cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
@@ -1208,7 +1270,7 @@ def _filter_large(frame: np.ndarray, make_kernel, size_px: float) -> np.ndarray:
 
 
 def _disk_kernel(radius: float) -> np.ndarray:
-    """Anti-aliased disk, the point spread of a defocused lens."""
+    """Build an anti-aliased disk kernel of `radius` px, the point spread of a defocused lens."""
     size = 2 * math.ceil(radius) + 1
     coords = np.arange(size, dtype=np.float32) - size // 2
     distance = np.sqrt(coords[None, :] ** 2 + coords[:, None] ** 2)
@@ -1217,7 +1279,7 @@ def _disk_kernel(radius: float) -> np.ndarray:
 
 
 def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
-    """Anti-aliased line of `length` px at `angle_deg`, the point spread of a linear camera shake."""
+    """Build an anti-aliased line kernel of `length` px at `angle_deg`, the point spread of a linear shake."""
     size = 2 * math.ceil(length / 2) + 1
     kernel = np.zeros((size, size), np.uint8)
     centre = size // 2
@@ -1231,26 +1293,39 @@ def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
 def _expose(frame: np.ndarray, rng: np.random.Generator, exposure: float, sigma: float) -> np.ndarray:
     """Multiply by an uneven light field (vignetting, white balance, `exposure`) and add noise of `sigma` levels.
 
-    Luma noise is per pixel and chroma noise is at half resolution, as in
-    demosaiced phone images. Luma noise is the difference of two uniform
-    bytes: a triangular distribution close enough to Gaussian and far cheaper
-    to draw. The result is rounded to whole levels.
+    The result is rounded to whole levels.
     """
     height, width = frame.shape[:2]
     exposed = cv2.multiply(frame, _illumination(rng, width, height, exposure), scale=1 / 128)
+    return cv2.add(exposed, _sensor_noise(rng, width, height, sigma), dtype=cv2.CV_8U)
 
-    first = rng.integers(0, 256, (height, width), dtype=np.uint8)
-    second = rng.integers(0, 256, (height, width), dtype=np.uint8)
+
+def _sensor_noise(rng: np.random.Generator, width: int, height: int, sigma: float) -> np.ndarray:
+    """Draw int16 BGR noise [height, width, 3] with a standard deviation of about `sigma` levels.
+
+    Luma noise is per pixel. It is the difference of two uniform random
+    bytes, a triangular distribution close to Gaussian and far cheaper to
+    draw. Chroma noise is blotchy (drawn at a quarter of the resolution) as in
+    demosaiced phone images, and is left out below 1 level.
+    """
+    pixels = height * width
+    raw = rng.bit_generator.random_raw((2 * pixels + 7) // 8).view(np.uint8)
+    first = raw[:pixels].reshape(height, width)
+    second = raw[pixels:2 * pixels].reshape(height, width)
     luma = cv2.subtract(first, second, dtype=cv2.CV_16S)
     luma = cv2.multiply(luma, sigma / 104.5, dtype=cv2.CV_16S)  # 104.5 is the std of the byte difference
-    half_w, half_h = max(width // 2, 1), max(height // 2, 1)
-    chroma = (rng.random((half_h, half_w, 3), dtype=np.float32) - 0.5) * (0.35 * sigma * math.sqrt(12))
-    noise = cv2.add(cv2.merge([luma, luma, luma]), _upscale(chroma, width, height).astype(np.int16))
-    return cv2.add(exposed, noise, dtype=cv2.CV_8U)
+    noise = cv2.merge([luma, luma, luma])
+
+    chroma_sigma = 0.35 * sigma
+    if chroma_sigma >= 1.0:
+        small = (max(height // 4, 1), max(width // 4, 1), 3)
+        chroma = (rng.random(small, dtype=np.float32) - 0.5) * (chroma_sigma * math.sqrt(12))
+        noise = cv2.add(noise, _upscale(chroma.astype(np.int16), width, height))
+    return noise
 
 
 def _illumination(rng: np.random.Generator, width: int, height: int, exposure: float) -> np.ndarray:
-    """Per-pixel BGR gain as uint8 [height, width, 3] in units of 1/128: smooth brightness changes,
+    """Draw a per-pixel BGR gain, uint8 [height, width, 3] in units of 1/128, from smooth brightness changes,
     vignetting, white balance and exposure."""
     low_w, low_h = max(width // 32, 4), max(height // 32, 4)
     brightness = 0.88 + 0.17 * _value_noise(rng, low_w, low_h, cell_px=low_w / 2, octaves=2)
@@ -1262,9 +1337,8 @@ def _illumination(rng: np.random.Generator, width: int, height: int, exposure: f
     return _upscale(_to_uint8(gain * 128 + 0.5), width, height)
 
 
-def _low_light_tone(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Apply the camera's low-light response: digital gain (amplifying the noise), gamma, and a colour cast."""
-    gain = rng.uniform(1.4, 2.3)
+def _low_light_tone(frame: np.ndarray, rng: np.random.Generator, gain: float) -> np.ndarray:
+    """Apply the camera's low-light response: digital `gain`, a gamma that deepens shadows, and a colour cast."""
     gamma = rng.uniform(1.0, 1.35)
     if rng.random() < 0.6:  # warm, tungsten-like
         cast = (rng.uniform(0.8, 0.92), 1.0, rng.uniform(1.02, 1.12))
@@ -1292,7 +1366,8 @@ def render_scene(card_bgr: np.ndarray, rng: np.random.Generator, conditions: Seq
                  frame_size: tuple[int, int] = (1280, 960)) -> Scene:
     """Render one card into a camera-like frame of `frame_size` (width, height) pixels.
 
-    `conditions` is a subset of CONDITIONS, or None for a random mix of 1-3.
+    `conditions` is a subset of CONDITIONS (at most one of each of
+    EXCLUSIVE_GROUPS), or None for a random mix of 1-3.
     The card covers 15-45% of the frame (3-8% for small_in_frame), and the
     whole card and its holder lie inside the frame. tight_crop is the
     exception: its frame is cut around the card like a scan. That frame is
@@ -1301,6 +1376,7 @@ def render_scene(card_bgr: np.ndarray, rng: np.random.Generator, conditions: Seq
     lie just outside.
     """
     card = _as_bgr(card_bgr)
+    _check_frame_size(frame_size)
     chosen = random_conditions(rng) if conditions is None else validate_conditions(conditions)
     chosen_set = set(chosen)
 
@@ -1326,7 +1402,7 @@ def render_scene(card_bgr: np.ndarray, rng: np.random.Generator, conditions: Seq
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
-    """Accept a BGR, BGRA or greyscale uint8 card image; return it as BGR."""
+    """Return a BGR, BGRA or greyscale uint8 card image as BGR; raise ValueError for anything else."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise ValueError(f"card image must be a uint8 numpy array, got {type(image).__name__} "
                          f"of dtype {getattr(image, 'dtype', None)}")
@@ -1416,6 +1492,7 @@ def render_binder(cards_bgr: list[np.ndarray], rng: np.random.Generator, rows: i
     BINDER_CONDITIONS, and the scene lists "sleeve" when pockets are drawn.
     """
     cards = [_as_bgr(card) for card in cards_bgr]
+    _check_frame_size(frame_size)
     if not cards:
         raise ValueError("cards_bgr is empty; pass at least one card image")
     if not (1 <= rows <= 4 and 1 <= cols <= 4):
@@ -1500,7 +1577,7 @@ def _place_page(rng: np.random.Generator, page_mm: np.ndarray, chosen: set[str],
 
 
 def _page_backing_layer(rng: np.random.Generator, page: _BinderPage, grid: _LayerGrid) -> np.ndarray:
-    """Premultiplied BGRA of the sheet behind the cards: black, white or navy, with punched ring holes."""
+    """Draw the sheet behind the cards as premultiplied BGRA: black, white or navy, with punched ring holes."""
     backing = [(28, 28, 28), (228, 228, 225), (70, 40, 25)][int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
     low_w, low_h = max(grid.width // 16, 2), max(grid.height // 16, 2)
     shading = 0.92 + 0.12 * _value_noise(rng, low_w, low_h, cell_px=6, octaves=2)
@@ -1514,7 +1591,7 @@ def _page_backing_layer(rng: np.random.Generator, page: _BinderPage, grid: _Laye
 
 
 def _pocket_film_layer(rng: np.random.Generator, page: _BinderPage, grid: _LayerGrid) -> np.ndarray:
-    """Premultiplied BGRA of the clear pocket film: haze, reflections, welded seams and pocket openings."""
+    """Draw the clear pocket film as premultiplied BGRA: haze, reflections, welded seams and pocket openings."""
     width, height = grid.width, grid.height
     haze = rng.uniform(0.04, 0.09)
     reflections = _reflection_field(rng, width, height, int(rng.integers(1, 4)), (0.08, 0.3), sharp=False)
@@ -1544,7 +1621,8 @@ def _pocket_film_layer(rng: np.random.Generator, page: _BinderPage, grid: _Layer
 
 
 def _seam_lines(page: _BinderPage, grid: _LayerGrid) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Layer-pixel end points of every seam line, vertical then horizontal, including the outer ones."""
+    """Return the layer-pixel end points of every seam line, vertical then horizontal, including the outer
+    ones."""
     pitch_x, pitch_y = BINDER_POCKET_PITCH_MM
     grid_x, grid_y = page.grid_origin
     right, bottom = grid_x + page.cols * pitch_x, grid_y + page.rows * pitch_y

@@ -228,6 +228,11 @@ def test_conflicting_conditions_rejected(pair):
         synth.validate_conditions(pair)
 
 
+def test_condition_string_rejected():
+    with pytest.raises(ValueError, match="sequence of names"):
+        synth.render_scene(_card(), np.random.default_rng(0), "glare")
+
+
 def test_bad_card_image_rejected():
     with pytest.raises(ValueError, match="uint8"):
         synth.render_scene(np.zeros((352, 252, 3), np.float32), np.random.default_rng(0))
@@ -293,7 +298,12 @@ def test_card_coloured_background_is_yellow():
 
 def test_unknown_background_rejected():
     with pytest.raises(ValueError, match="unknown background kind"):
-        synth.render_background(np.random.default_rng(0), (64, 48), "marble")
+        synth.render_background(np.random.default_rng(0), (320, 240), "marble")
+
+
+def test_tiny_frame_size_rejected():
+    with pytest.raises(ValueError, match="frame size"):
+        synth.render_scene(_card(), np.random.default_rng(0), ["clean"], frame_size=(32, 24))
 
 
 def test_make_test_card_shape_and_asymmetry():
