@@ -35,7 +35,10 @@ def tiny_contract(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_cards(tmp_path_factory) -> Path:
-    """A folder of synthetic card scans plus cards.csv; two cards share a name (a reprint pair)."""
+    """A folder of synthetic card scans plus cards.csv.
+
+    test2-1 is a reprint of test1-1: same name and art, another set symbol.
+    """
     from pokedge.synth import make_test_card
 
     folder = tmp_path_factory.mktemp("cards")
@@ -45,6 +48,11 @@ def synthetic_cards(tmp_path_factory) -> Path:
         card_id = f"test{i // 12 + 1}-{i % 12 + 1}"
         name = "Pairmon" if i in (0, 12) else f"Mon{i:02d}"
         image = make_test_card(rng, 252, 352)
+        if i == 12:
+            image = first.copy()
+            cv2.circle(image, (225, 200), 7, (40, 40, 40), -1)  # the set symbol differs
+        if i == 0:
+            first = image
         cv2.imwrite(str(folder / f"{card_id}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         rows.append({"card_id": card_id, "name": name, "set_id": card_id.split("-")[0],
                      "set_name": f"Test Set {i // 12 + 1}", "number": str(i % 12 + 1), "image_path": f"{card_id}.jpg"})
