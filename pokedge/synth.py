@@ -694,6 +694,8 @@ def _premultiply(bgr: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def _card_layer(card_bgr: np.ndarray, grid: _LayerGrid) -> np.ndarray:
     x0, y0, x1, y1 = grid.anchor_box
     card_w, card_h = x1 - x0, y1 - y0
+    # NOTE: a scan smaller than the card in the frame is enlarged here, so frames made from small scans
+    # (such as 240 x 330 gallery images) are softer than photos of a real card at the same size.
     shrinking = card_w < card_bgr.shape[1]
     card = cv2.resize(card_bgr, (card_w, card_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 

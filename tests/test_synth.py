@@ -175,8 +175,8 @@ def test_occlusion_hides_at_most_a_fifth():
 
 def test_occlusion_draws_skin_on_card():
     card = _card()
-    clean = synth.render_scene(card, np.random.default_rng(11), ["occlusion"])
-    warped = _warp_quad(clean.frame, clean.quads[0])
+    scene = synth.render_scene(card, np.random.default_rng(11), ["occlusion"])
+    warped = _warp_quad(scene.frame, scene.quads[0])
 
     score = _correlation(_thumbnail(warped), _thumbnail(card))
     assert score < 0.99, "the finger did not change the card"
