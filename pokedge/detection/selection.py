@@ -25,7 +25,8 @@ DISTINCT_IOU = 0.9  # alternatives overlapping the main quad or each other more 
 GROUP_MEMBER_SCORE = 0.5  # cards inside a group quad count when they score this share of the group's score
 GROUP_MEMBER_MAX_SHARE = 0.6  # a member of a group covers at most this share of it
 GROUP_SIZE_SPREAD = 2.0  # members of a group differ in area by at most this factor
-GROUP_MIN_COVER = 0.55  # members of a group together cover at least this share of it
+GROUP_SMALL_SHARE = 0.3  # cards of a 2 x 2 or larger page each cover at most this share of its outline
+GROUP_PAIR_COVER = 0.8  # two cards side by side cover at least this share of the pair's outline
 MULTI_CARD_CONTEXT = 3  # separate similar cards in a frame that make it a page of cards
 
 
@@ -161,22 +162,18 @@ def drop_groups(candidates: list[Candidate]) -> list[Candidate]:
     """Drop quads that enclose several separate card-sized quads: the outline of a binder page or part of it.
 
     A 2 x 2 or 3 x 3 page, and a pair of cards side by side, have the card
-    aspect themselves. A pair looks like a card split into its art and text
-    halves, so two members make a group only when the frame shows at least
-    `MULTI_CARD_CONTEXT` separate cards of one size; three or more always do.
+    aspect themselves. Three or more similar quads of at most
+    `GROUP_SMALL_SHARE` of the outer quad make it a page; a card's own
+    boxes are larger than that. A pair looks like a card split into its art
+    and text halves, so two members make a group only when they fill the
+    outer quad and the frame shows at least `MULTI_CARD_CONTEXT` separate
+    cards of one size.
     """
     multi_card = _separate_similar(candidates) >= MULTI_CARD_CONTEXT
-    kept = []
-    for outer in candidates:
-        members = _group_members(outer, candidates)
-        if len(members) >= 3 or (len(members) == 2 and multi_card):
-            continue
-        kept.append(outer)
-    return kept
+    return [c for c in candidates if not _is_group(c, candidates, multi_card)]
 
 
-def _group_members(outer: Candidate, candidates: list[Candidate]) -> list[np.ndarray]:
-    """Separate, similar-sized, well-scored quads inside `outer` that together cover most of it."""
+def _is_group(outer: Candidate, candidates: list[Candidate], multi_card: bool) -> bool:
     outer_area = geometry.quad_area(outer.quad)
     inside = [c for c in candidates
               if c is not outer and c.score >= GROUP_MEMBER_SCORE * outer.score
@@ -187,13 +184,14 @@ def _group_members(outer: Candidate, candidates: list[Candidate]) -> list[np.nda
         if all(geometry.quad_iou(candidate.quad, m) < CONFLICT_IOU for m in members):
             members.append(candidate.quad)
     if len(members) < 2:
-        return []
+        return False
 
-    areas = np.array([geometry.quad_area(m) for m in members])
-    similar = areas >= areas.max() / GROUP_SIZE_SPREAD
-    if areas[similar].sum() < GROUP_MIN_COVER * outer_area:
-        return []
-    return [m for m, keep in zip(members, similar) if keep]
+    shares = np.array([geometry.quad_area(m) for m in members]) / outer_area
+    small = shares[shares <= GROUP_SMALL_SHARE]
+    if len(small) >= 3 and np.sum(small >= small.max() / GROUP_SIZE_SPREAD) >= 3:
+        return True
+    large = shares[shares > GROUP_SMALL_SHARE]
+    return multi_card and len(large) == 2 and large.sum() >= GROUP_PAIR_COVER
 
 
 def _separate_similar(candidates: list[Candidate]) -> int:

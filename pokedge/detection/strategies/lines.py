@@ -36,7 +36,7 @@ _PARALLEL_DEG = 30.0  # opposite card sides under a 35 degree tilt stay within t
 _MIN_CROSS_SIN = 0.72  # adjacent sides meet at 46-134 degrees
 _MIN_SIDE_SHARE = 0.04  # shortest quad side, as a share of the working copy's shorter side
 _CORNER_MARGIN = 0.08  # share of each side left out at both ends when measuring coverage
-_MAX_QUADS = 40
+_MAX_QUADS = 60
 _MAX_COMPLETIONS = 12
 _MIN_COVERAGE = 0.3  # a full quad needs three sides at least this well covered
 _MIN_COMPLETION_COVERAGE = 0.45  # each of the three sides of a completed quad needs this
@@ -220,7 +220,7 @@ def _four_line_quads(lines: _Lines, pairs: np.ndarray, work: WorkFrame) -> list[
     ], axis=1)
     ordered = np.sort(coverage, axis=1)
     enough = ordered[:, 1] >= _MIN_COVERAGE
-    rank = 0.12 * ordered[:, 0] + 0.88 * ordered[:, 1:].mean(axis=1)
+    rank = (0.12 * ordered[:, 0] + 0.88 * ordered[:, 1:].mean(axis=1)) * _aspect_prior(corners)
     return _best_shapes(corners[enough], rank[enough], work, _MAX_QUADS)
 
 
@@ -260,6 +260,15 @@ def _three_line_quads(lines: _Lines, pairs: np.ndarray, work: WorkFrame) -> list
     corners = np.concatenate(quads)
     rank = np.concatenate(ranks)
     return _best_shapes(corners, rank, work, _MAX_COMPLETIONS, allow_outside=True)
+
+
+def _aspect_prior(corners: np.ndarray) -> np.ndarray:
+    """Loose preference in (0, 1] for cyclic quads [n, 4, 2] whose side ratio is near 63:88, either way round."""
+    lengths = np.linalg.norm(np.roll(corners, -1, axis=1) - corners, axis=2)
+    first = lengths[:, 0] + lengths[:, 2]
+    second = lengths[:, 1] + lengths[:, 3]
+    ratio = np.minimum(first, second) / np.maximum(np.maximum(first, second), 1e-6)
+    return np.exp(-(((ratio - CARD_ASPECT) / CARD_ASPECT / 0.3) ** 2))
 
 
 def _best_shapes(corners: np.ndarray, rank: np.ndarray, work: WorkFrame, limit: int,
