@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "pokedge.commands.parity",
     "pokedge.commands.doctor",
     "pokedge.commands.sync",
+    "pokedge.commands.bench",
 ]
 
 

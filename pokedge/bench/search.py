@@ -1,0 +1,134 @@
+"""Search scaling: time per query, recall@1 against exact search, memory and load time per index type."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pokedge.bench.vectors import grow_gallery, make_queries
+from pokedge.gallery.index import GalleryIndex
+from pokedge.gallery.index_cache import cache_key
+from pokedge.gallery.index_choice import IVFPQ_MIN_ROWS, IndexSpec, choose_index
+from pokedge.gallery.store import Gallery
+
+_log = logging.getLogger(__name__)
+
+SIZES = (601, 17_592, 100_000, 1_000_000)
+KINDS = ("flat", "fp16", "sq8", "hnsw", "hnsw_sq8", "ivfpq")
+# Queries searched together, as one frame's crops are (a card in both
+# orientations for up to three candidate quads).
+QUERY_BATCH = 6
+
+
+def queries_for(rows: int, quick: bool) -> int:
+    """Return how many queries measure recall at this size: 1,000 give 0.001 resolution."""
+    if quick:
+        return 200
+    return 1_000 if rows <= 100_000 else 300
+
+
+def run_search_scaling(base: np.ndarray, sizes: tuple[int, ...], kinds: tuple[str, ...], quick: bool = False,
+                       seed: int = 0, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Measure every index kind at every gallery size; return one record per (size, kind)."""
+    records: list[dict] = []
+    say = progress or (lambda message: None)
+    for rows in sizes:
+        vectors = grow_gallery(base, rows, seed=seed)
+        queries, _ = make_queries(vectors, queries_for(rows, quick), seed=seed + 1)
+        exact_scores, exact_rows = _exact_top1(vectors, queries)
+        chosen = choose_index(rows)
+        for kind in kinds:
+            spec = chosen if kind == chosen.kind else IndexSpec(kind)
+            say(f"search: {spec.label()} at {rows:,} rows")
+            record = measure_index(spec, vectors, queries, exact_scores, exact_rows)
+            record["chosen"] = spec == chosen
+            records.append(record)
+        del vectors
+    return records
+
+
+def measure_index(spec: IndexSpec, vectors: np.ndarray, queries: np.ndarray, exact_scores: np.ndarray,
+                  exact_rows: np.ndarray) -> dict:
+    """Build `spec` over `vectors`, reload it from disk and time GalleryIndex.search on `queries`."""
+    rows = len(vectors)
+    record = {"index": spec.label(), "kind": spec.kind, "n": rows}
+    if spec.kind == "ivfpq" and rows < IVFPQ_MIN_ROWS:
+        return {**record, "skipped": f"ivfpq needs at least {IVFPQ_MIN_ROWS:,} rows to train"}
+
+    gallery = Gallery(vectors, [str(i) for i in range(rows)], {}, {"producer": "bench"})
+    with tempfile.TemporaryDirectory(prefix="pokedge-bench-index-") as folder:
+        build_s, index = _timed(lambda: GalleryIndex(gallery, spec=spec, cache_folder=Path(folder)))
+        load_s, index = _reload(gallery, spec, vectors, Path(folder))
+        memory = _memory_bytes(spec, vectors, Path(folder))
+
+    ms_per_query, top_rows, top_scores = _time_queries(index, queries)
+    correct = (top_rows == exact_rows) | (np.abs(top_scores - exact_scores) <= 1e-5)
+    record.update({
+        "ms_per_query": round(ms_per_query, 4),
+        "recall_at_1": round(float(correct.mean()), 4),
+        "memory_mb": round(memory / 1e6, 2),
+        "load_s": round(load_s, 4),
+        "build_s": round(build_s, 3),
+        "queries": int(len(queries)),
+    })
+    return record
+
+
+def _reload(gallery: Gallery, spec: IndexSpec, vectors: np.ndarray, folder: Path) -> tuple[float, GalleryIndex]:
+    """Open the index as a process start does; return the seconds taken and the index.
+
+    Exact search loads the float32 rows from .npy; an approximate index is
+    read from the cache (hashing the rows included).
+    """
+    if not spec.exact:
+        return _timed(lambda: GalleryIndex(gallery, spec=spec, cache_folder=folder))
+
+    path = folder / "embeddings.npy"
+    np.save(path, vectors)
+    return _timed(lambda: GalleryIndex(Gallery(np.load(path), gallery.card_ids, {}, gallery.manifest), spec=spec))
+
+
+def _memory_bytes(spec: IndexSpec, vectors: np.ndarray, folder: Path) -> int:
+    """Return the bytes the search structure holds: the float32 rows for exact search, else the index file size."""
+    if spec.exact:
+        return int(vectors.nbytes)
+    path = folder / f"{cache_key(np.ascontiguousarray(vectors), spec)}.faiss"
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _time_queries(index: GalleryIndex, queries: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Search in batches of QUERY_BATCH; return mean ms per query and each query's top-1 row and score."""
+    top_rows = np.full(len(queries), -1, dtype=np.int64)
+    top_scores = np.full(len(queries), -math.inf, dtype=np.float32)
+    index.search(queries[:QUERY_BATCH], k=5)  # warm caches and the thread pool
+
+    elapsed = 0.0
+    for start in range(0, len(queries), QUERY_BATCH):
+        batch = queries[start : start + QUERY_BATCH]
+        began = time.perf_counter()
+        hits = index.search(batch, k=5)
+        elapsed += time.perf_counter() - began
+        for offset, row_hits in enumerate(hits):
+            if row_hits:
+                top_rows[start + offset] = row_hits[0].row
+                top_scores[start + offset] = row_hits[0].score
+    return elapsed * 1000.0 / len(queries), top_rows, top_scores
+
+
+def _exact_top1(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    scores, rows = faiss.knn(queries, vectors, 1, metric=faiss.METRIC_INNER_PRODUCT)
+    return scores[:, 0], rows[:, 0]
+
+
+def _timed(function: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result

@@ -1,0 +1,184 @@
+"""End-to-end throughput: sequential frames per second against a threaded pipeline, and frame-to-result latency.
+
+The pipeline overlaps four stages in threads joined by bounded queues:
+capture (JPEG decode), detection with warp and preprocessing, embedding, and
+search with the decision and the tracker update. OpenCV, ONNX Runtime and
+FAISS release the GIL inside their native calls, so the stages run in
+parallel on separate cores. Results are put back into frame order before the
+tracker sees them, as the tracker needs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pokedge.bench.frames import BenchFrame
+from pokedge.bench.stats import ratio, summarize
+from pokedge.preprocess import prepare_batch
+from pokedge.recognition.pipeline import Recognizer
+
+QUEUE_DEPTH = 2  # frames waiting between two stages; bounds latency under load
+_DONE = object()
+
+
+@dataclass
+class RunResult:
+    """Frames per second and per-frame latency (ms, from capture start to the result) of one run."""
+
+    fps: float
+    latencies_ms: list[float]
+
+
+def run_sequential(recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker=None) -> RunResult:
+    """Decode and recognize `count` frames one after another on the calling thread."""
+    latencies = []
+    start = time.perf_counter()
+    for number in range(count):
+        began = time.perf_counter()
+        result = recognizer.recognize(frames[number % len(frames)].decode())
+        if tracker is not None:
+            tracker.update(number, began, result.cards)
+        latencies.append((time.perf_counter() - began) * 1000.0)
+    return RunResult(count / (time.perf_counter() - start), latencies)
+
+
+def run_pipelined(recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker=None,
+                  detect_workers: int = 1) -> RunResult:
+    """Recognize `count` frames with capture, detection, embedding and search in overlapping threads."""
+    pipeline = _Pipeline(recognizer, frames, count, tracker, detect_workers)
+    return pipeline.run()
+
+
+class _Pipeline:
+    def __init__(self, recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker, detect_workers: int):
+        if detect_workers < 1:
+            raise ValueError(f"detect_workers must be at least 1, got {detect_workers}")
+        self.recognizer = recognizer
+        self.frames = frames
+        self.count = count
+        self.tracker = tracker
+        self.detect_workers = detect_workers
+        self.to_detect: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.to_embed: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.to_search: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.errors: list[BaseException] = []
+
+    def run(self) -> RunResult:
+        threads = [threading.Thread(target=self._guard(self._capture), name="bench-capture")]
+        threads += [threading.Thread(target=self._guard(self._detect), name=f"bench-detect-{n}")
+                    for n in range(self.detect_workers)]
+        threads.append(threading.Thread(target=self._guard(self._embed), name="bench-embed"))
+
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        latencies = self._search()
+        elapsed = time.perf_counter() - start
+        for thread in threads:
+            thread.join()
+
+        if self.errors:
+            raise self.errors[0]
+        return RunResult(self.count / elapsed, latencies)
+
+    def _guard(self, stage):
+        """Wrap a stage so an exception is kept for run() to raise and the stages after it still finish."""
+        def run_stage():
+            try:
+                stage()
+            except BaseException as exc:  # re-raised by run() on the calling thread
+                self.errors.append(exc)
+                self._drain_and_finish(stage)
+        return run_stage
+
+    def _drain_and_finish(self, stage) -> None:
+        if stage == self._capture:
+            for _ in range(self.detect_workers):
+                self.to_detect.put(_DONE)
+        elif stage == self._detect:
+            self.to_embed.put(_DONE)
+        else:
+            self.to_search.put(_DONE)
+
+    def _capture(self) -> None:
+        for number in range(self.count):
+            began = time.perf_counter()
+            self.to_detect.put((number, began, self.frames[number % len(self.frames)].decode()))
+        for _ in range(self.detect_workers):
+            self.to_detect.put(_DONE)
+
+    def _detect(self) -> None:
+        recognizer = self.recognizer
+        while (item := self.to_detect.get()) is not _DONE:
+            number, began, image = item
+            detections = recognizer.detector.detect(image)
+            crops = recognizer._crops(image, detections)
+            batch = prepare_batch([c.image for c in crops], recognizer.backend.contract)
+            self.to_embed.put((number, began, detections, crops, batch))
+        self.to_embed.put(_DONE)
+
+    def _embed(self) -> None:
+        finished = 0
+        dim = self.recognizer.gallery.dim
+        while finished < self.detect_workers:
+            item = self.to_embed.get()
+            if item is _DONE:
+                finished += 1
+                continue
+            number, began, detections, crops, batch = item
+            embeddings = self.recognizer.backend.embed(batch) if len(batch) else np.zeros((0, dim), np.float32)
+            self.to_search.put((number, began, detections, crops, embeddings))
+        self.to_search.put(_DONE)
+
+    def _search(self) -> list[float]:
+        """Search, decide and update the tracker in frame order; return the latency of every frame."""
+        recognizer = self.recognizer
+        pending: dict[int, tuple[float, list]] = {}
+        latencies: list[float] = []
+        next_number = 0
+        while (item := self.to_search.get()) is not _DONE:
+            number, began, detections, crops, embeddings = item
+            hits = recognizer.index.search(embeddings, max(recognizer.top_k, 5)) if len(embeddings) else []
+            cards, _ = recognizer._choose(detections, crops, hits)
+            pending[number] = (began, cards)
+            while next_number in pending:
+                began, cards = pending.pop(next_number)
+                if self.tracker is not None:
+                    self.tracker.update(next_number, began, cards)
+                latencies.append((time.perf_counter() - began) * 1000.0)
+                next_number += 1
+        return latencies
+
+
+def measure_throughput(recognizer: Recognizer, frames: list[BenchFrame], count: int, rounds: int,
+                       tracker_factory=None, detect_workers: int = 1) -> dict:
+    """Alternate sequential and pipelined runs `rounds` times; return median fps, latency and their ratio."""
+    run_sequential(recognizer, frames, min(len(frames), 2))  # warm-up, not timed
+    sequential, pipelined = [], []
+    for _ in range(rounds):
+        sequential.append(run_sequential(recognizer, frames, count, _new(tracker_factory)))
+        pipelined.append(run_pipelined(recognizer, frames, count, _new(tracker_factory), detect_workers))
+
+    fps_sequential = float(np.median([r.fps for r in sequential]))
+    fps_pipelined = float(np.median([r.fps for r in pipelined]))
+    return {
+        "sequential": round(fps_sequential, 3),
+        "pipelined": round(fps_pipelined, 3),
+        "pipelined_vs_sequential": ratio(fps_pipelined, fps_sequential),
+        "frames_per_run": count,
+        "rounds": rounds,
+        "detect_workers": detect_workers,
+        "latency_ms": {
+            "sequential": summarize(v for r in sequential for v in r.latencies_ms),
+            "pipelined": summarize(v for r in pipelined for v in r.latencies_ms),
+        },
+    }
+
+
+def _new(factory):
+    return factory() if factory else None

@@ -1,0 +1,79 @@
+"""On-disk cache of built FAISS indexes, so a large gallery's graph is built once, not at every start.
+
+A cache entry is named by a hash of the gallery's embedding bytes, the index
+parameters and the FAISS version, so a changed gallery, another index type
+or a FAISS upgrade never loads a stale index. The folder is
+POKEDGE_CACHE_DIR, else systemd's CACHE_DIRECTORY, else
+$XDG_CACHE_HOME/pokedge, else ~/.cache/pokedge; indexes go in its `index`
+subfolder. A cache that cannot be read or written is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pokedge.gallery.index_choice import IndexSpec
+
+_log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Return the folder that holds cached indexes."""
+    env = os.environ.get("POKEDGE_CACHE_DIR")
+    if env:
+        return Path(env) / "index"
+    systemd = os.environ.get("CACHE_DIRECTORY")  # set by systemd's CacheDirectory=
+    if systemd:
+        return Path(systemd.split(":")[0]) / "index"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "pokedge" / "index"
+
+
+def cache_key(vectors: np.ndarray, spec: IndexSpec) -> str:
+    """Return a hex key for `vectors` (C-contiguous float32) searched with `spec`."""
+    import faiss
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{spec!r}|{vectors.shape}|faiss {faiss.__version__}".encode())
+    digest.update(memoryview(vectors).cast("B"))
+    return digest.hexdigest()
+
+
+def load_or_build(spec: IndexSpec, vectors: np.ndarray, build: Callable[[], object], folder: Path | None = None):
+    """Return the cached index for (`vectors`, `spec`), else call `build()` and store its result."""
+    import faiss
+
+    folder = folder or cache_dir()
+    path = folder / f"{cache_key(vectors, spec)}.faiss"
+    if path.is_file():
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:  # FAISS reports a damaged or truncated file as RuntimeError
+            _log.warning("cached index %s is unreadable (%s); rebuilding it", path, exc)
+        else:
+            _log.debug("loaded cached %s index from %s", spec.label(), path)
+            return index
+
+    index = build()
+    _store(faiss, index, path)
+    return index
+
+
+def _store(faiss, index, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        _log.warning("could not cache the index at %s (%s); it will be rebuilt at the next start", path, exc)
+        tmp.unlink(missing_ok=True)
+        return
+    _log.info("cached the %d-row index at %s", index.ntotal, path)
