@@ -76,7 +76,7 @@ class VideoFileSource:
         if not capture.isOpened():
             capture.release()
             raise SourceUnavailable(
-                f"{self.path}: OpenCV cannot open this video (backend {capture.getBackendName() or 'none'}); "
+                f"{self.path}: OpenCV cannot open this video (no video backend reads it); "
                 f"convert it to MJPG in .avi or H.264 in .mp4"
             )
         return capture

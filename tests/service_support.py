@@ -1,0 +1,73 @@
+"""Helpers shared by the capture and service tests: videos, the Picamera2 test double, the soak script."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+FAKE_PICAMERA2 = TESTS / "fake_picamera2"
+
+
+def load_soak():
+    """Import scripts/soak.py (the stack-scan and soak harness) as a module."""
+    name = "pokedge_soak_script"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "soak.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def numbered_frame(index: int, size: tuple[int, int] = (160, 120)) -> np.ndarray:
+    """A BGR frame whose blue channel encodes `index` (survives MJPG) and whose corner is pure red."""
+    width, height = size
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[..., 0] = (index * 8) % 256
+    frame[:16, :16] = (0, 0, 255)
+    return frame
+
+
+def frame_index(frame: np.ndarray) -> int:
+    return int(round(float(np.median(frame[40:, 40:, 0])) / 8))
+
+
+def write_video(path: Path, frames: int, fps: float = 30.0, size: tuple[int, int] = (160, 120)) -> Path:
+    """Write an MJPG .avi of numbered frames with OpenCV."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened(), "OpenCV cannot write MJPG .avi here"
+    for i in range(frames):
+        writer.write(numbered_frame(i, size))
+    writer.release()
+    return path
+
+
+def corrupt_video_frame(path: Path, index: int) -> None:
+    """Overwrite frame `index` of an MJPG .avi with random bytes, keeping the container intact."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    start, end = starts[index], starts[index + 1]
+    noise = np.random.default_rng(0).integers(0, 256, end - 16 - start, dtype=np.uint8).tobytes()
+    data[start:end - 16] = noise
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def fake_camera(monkeypatch):
+    """The Picamera2 test double on sys.path, reset to one Camera Module 3; yields its CameraSystem."""
+    monkeypatch.syspath_prepend(str(FAKE_PICAMERA2))
+    import picamera2  # noqa: F401 - the test double, found first on sys.path
+    from picamera2._camera_system import SYSTEM
+
+    assert Path(picamera2.__file__).is_relative_to(FAKE_PICAMERA2), "a real picamera2 shadows the test double"
+    SYSTEM.reset()
+    yield SYSTEM
+    SYSTEM.reset()
