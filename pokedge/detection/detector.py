@@ -7,7 +7,8 @@ working copy (`WorkFrame`), and `scoring.score_quads` ranks them together:
 - `lines`: straight edge lines grouped into quads, or three sides completed
   from the card aspect (fingers over an edge, card cut off by the frame).
 - `edges`, `background`, `border`, `adaptive`: outlines in binary masks.
-- `full_frame`: the whole image, for tight crops and flatbed scans.
+- `full_frame`: the whole image, as an alternative for tight crops and
+  flatbed scans.
 
 Overlapping and nested candidates are merged by `selection.suppress`; the
 runner-ups of each card (for example the sleeve around it) are kept as
@@ -28,6 +29,7 @@ from pokedge.detection.frame import WORK_SIDE, WorkFrame
 from pokedge.detection.refine import refine_quad
 from pokedge.detection.scoring import score_quads, texture_factor
 from pokedge.detection.strategies import propose_from_contours, propose_from_lines, propose_full_frame
+from pokedge.detection.strategies.full_frame import frame_is_card_shaped
 from pokedge.detection.types import Detection
 
 _log = logging.getLogger(__name__)
@@ -35,13 +37,14 @@ _log = logging.getLogger(__name__)
 MAX_RANKED = 48  # best-scored candidates that enter suppression; the rest cannot win
 COMPLETION_PENALTY = 0.9  # a side placed from the aspect is a guess, so a found fourth side wins ties
 FULL_FRAME_SCORE = 0.45  # score of the whole frame as a card when it encloses printed detail
-FULL_FRAME_MIN_COVER = 0.4  # a detection this large (share of the frame) takes the full frame as an alternative
+TIGHT_CROP_MIN_COVER = 0.6  # share of a card-shaped frame that a quad covers in a tight crop or scan
+FULL_FRAME_MIN_COVER = 0.25  # a detection this large (share of the frame) takes the full frame as an alternative
 
 
 @dataclass
 class DetectorConfig:
     max_cards: int = 12
-    min_score: float = 0.35  # detections scoring less are dropped
+    min_score: float = 0.4  # detections scoring less are dropped
     alternative_floor: float = 0.2  # runner-up quads scoring less are not kept as alternatives
     max_alternatives: int = 2  # the recognizer tries the main quad and this many alternatives
     full_frame: bool = True  # propose the whole frame when it has the card's shape
@@ -60,7 +63,7 @@ class CardDetector:
 
         candidates = self._ranked_candidates(work)
         kept = selection.suppress(candidates, self.config.alternative_floor, self.config.max_alternatives)
-        kept = [c for c in kept if c.score >= self.config.min_score][: self.config.max_cards]
+        kept = [c for c in kept if c.score >= self._min_score(c, work)][: self.config.max_cards]
         if self.config.full_frame:
             kept = self._with_full_frame(kept, work)
 
@@ -82,19 +85,38 @@ class CardDetector:
         ranked.sort(key=lambda c: c.score, reverse=True)
         return selection.drop_groups(ranked[:MAX_RANKED])
 
+    def _min_score(self, candidate: Candidate, work: WorkFrame) -> float:
+        """Score a detection needs; lower for a quad that fills a card-shaped frame.
+
+        In a tight crop or scan, the card's sides lie on or next to the frame
+        border, where their edges are cut off and score little.
+        """
+        fills_frame = geometry.quad_area(candidate.quad) >= TIGHT_CROP_MIN_COVER * work.area
+        if fills_frame and frame_is_card_shaped(work.shape):
+            return self.config.alternative_floor
+        return self.config.min_score
+
     def _with_full_frame(self, kept: list[Candidate], work: WorkFrame) -> list[Candidate]:
-        """Add the whole frame as a card when nothing was found, or as an alternative of a large card."""
+        """Add the whole frame as an alternative of a card that covers much of a card-shaped frame.
+
+        In a tight crop or a scan the card outline is the frame border, where
+        no edge can be found, so the largest quad found is usually the art box
+        or the inner border. The full frame is never reported on its own: a
+        4:3 camera frame is card-shaped too, and an empty textured desk would
+        then be reported as a card.
+        """
         proposals = propose_full_frame(work)
-        if not proposals:
+        if not proposals or not kept:
             return kept
         full = proposals[0]
-        full.score = FULL_FRAME_SCORE * texture_factor(full.quad, work)
-
-        if not kept:
-            return [full] if full.score >= self.config.min_score else []
         largest = max(kept, key=lambda c: geometry.quad_area(c.quad))
-        if geometry.quad_area(largest.quad) >= FULL_FRAME_MIN_COVER * work.area:
-            largest.alternatives = largest.alternatives[: self.config.max_alternatives - 1] + [full]
+        if geometry.quad_area(largest.quad) < FULL_FRAME_MIN_COVER * work.area:
+            return kept
+        if any(geometry.quad_iou(full.quad, q.quad) >= selection.DISTINCT_IOU for q in [largest, *largest.alternatives]):
+            return kept
+
+        full.score = FULL_FRAME_SCORE * texture_factor(full.quad, work)
+        largest.alternatives = largest.alternatives[: self.config.max_alternatives - 1] + [full]
         return kept
 
     def _to_detection(self, candidate: Candidate, frame: np.ndarray, scale: float) -> Detection:

@@ -79,11 +79,16 @@ class WorkFrame:
         blurred = cv2.GaussianBlur(self.bgr, (5, 5), 0)
         dx = cv2.Sobel(blurred, cv2.CV_16S, 1, 0, ksize=3)
         dy = cv2.Sobel(blurred, cv2.CV_16S, 0, 1, ksize=3)
-        strength = np.abs(dx.astype(np.int32)) + np.abs(dy)
-        channel = np.argmax(strength, axis=2)[..., None]
-        gx = np.take_along_axis(dx, channel, axis=2)[..., 0]
-        gy = np.take_along_axis(dy, channel, axis=2)[..., 0]
-        return np.ascontiguousarray(gx), np.ascontiguousarray(gy)
+        # Per-channel strength |dx| + |dy| at a quarter scale so that it fits uint8 for the fast cv2 calls.
+        strength = cv2.split(cv2.add(cv2.convertScaleAbs(dx, alpha=0.25), cv2.convertScaleAbs(dy, alpha=0.25)))
+        dx_channels, dy_channels = cv2.split(dx), cv2.split(dy)
+        gx, gy, best = dx_channels[0].copy(), dy_channels[0].copy(), strength[0].copy()
+        for channel in (1, 2):
+            stronger = cv2.compare(strength[channel], best, cv2.CMP_GT)
+            gx = cv2.copyTo(dx_channels[channel], stronger, gx)
+            gy = cv2.copyTo(dy_channels[channel], stronger, gy)
+            best = cv2.max(best, strength[channel])
+        return gx, gy
 
     @cached_property
     def magnitude(self) -> np.ndarray:

@@ -67,7 +67,7 @@ def _background_mask(work: WorkFrame) -> np.ndarray:
     ])
     reference = np.median(border, axis=0)
 
-    difference = cv2.absdiff(lab, np.full_like(lab, reference.astype(np.uint8)))
+    difference = cv2.absdiff(lab, tuple(float(v) for v in reference) + (0.0,))
     distance = cv2.transform(difference, np.ones((1, 3), np.float32))
     distance = cv2.normalize(distance, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     _, mask = cv2.threshold(distance, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)

@@ -273,22 +273,28 @@ def _aspect_prior(corners: np.ndarray) -> np.ndarray:
 
 def _best_shapes(corners: np.ndarray, rank: np.ndarray, work: WorkFrame, limit: int,
                  allow_outside: bool = False) -> list[np.ndarray]:
-    """Order, filter by size and shape, and return at most `limit` quads, best ranked first."""
-    min_area = MIN_AREA_FRACTION * work.area
-    quads: list[np.ndarray] = []
-    for i in np.argsort(rank)[::-1]:
-        quad = geometry.order_corners(corners[i])
-        area = geometry.quad_area(quad)
-        if area < min_area or (not allow_outside and area > 1.05 * work.area):
-            continue
-        if not geometry.is_convex(quad) or geometry.aspect_error(quad) > 0.45:
-            continue
-        if min(_side_lengths(quad)) < _MIN_SIDE_SHARE * min(work.shape):
-            continue
-        quads.append(quad.astype(np.float32))
-        if len(quads) == limit:
-            break
-    return quads
+    """Filter cyclic quads [n, 4, 2] by size and shape; return at most `limit`, best ranked first, ordered."""
+    if len(corners) == 0:
+        return []
+    edges = np.roll(corners, -1, axis=1) - corners
+    turns = edges[:, :, 0] * np.roll(edges, -1, axis=1)[:, :, 1] - edges[:, :, 1] * np.roll(edges, -1, axis=1)[:, :, 0]
+    convex = np.all(turns > 0, axis=1) | np.all(turns < 0, axis=1)
+    area = 0.5 * np.abs(np.sum(corners[:, :, 0] * np.roll(corners[:, :, 1], -1, axis=1)
+                               - np.roll(corners[:, :, 0], -1, axis=1) * corners[:, :, 1], axis=1))
+    lengths = np.linalg.norm(edges, axis=2)
+    first = lengths[:, 0] + lengths[:, 2]
+    second = lengths[:, 1] + lengths[:, 3]
+    ratio = np.minimum(first, second) / np.maximum(np.maximum(first, second), 1e-6)
+
+    good = convex & (area >= MIN_AREA_FRACTION * work.area)
+    good &= np.abs(ratio - CARD_ASPECT) / CARD_ASPECT <= 0.45
+    good &= lengths.min(axis=1) >= _MIN_SIDE_SHARE * min(work.shape)
+    if not allow_outside:
+        good &= area <= 1.05 * work.area
+
+    chosen = np.flatnonzero(good)
+    chosen = chosen[np.argsort(rank[chosen])[::-1][:limit]]
+    return [geometry.order_corners(corners[i]).astype(np.float32) for i in chosen]
 
 
 def _side_lengths(quad: np.ndarray) -> np.ndarray:
