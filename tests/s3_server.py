@@ -91,6 +91,11 @@ class SeaweedServer:
         return self
 
     def _wait_ready(self) -> None:
+        """Wait until the project bucket exists and an object can be written and read back.
+
+        Listing buckets works before the volume server has registered, and a
+        GET in that window answers 500, so readiness is a full round trip.
+        """
         client = s3_client(self.endpoint)
         deadline = time.monotonic() + START_TIMEOUT_S
         last_error: Exception | None = None
@@ -98,11 +103,13 @@ class SeaweedServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed mini exited with {self.process.returncode}; see {self.root / 'weed.log'}")
             try:
-                client.list_buckets()
-                return
+                _create_bucket(client)
+                client.put_object(Bucket=BUCKET, Key="ready-probe", Body=b"ok")
+                if client.get_object(Bucket=BUCKET, Key="ready-probe")["Body"].read() == b"ok":
+                    return
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                 last_error = exc
-                time.sleep(0.2)
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"SeaweedFS was not ready within {START_TIMEOUT_S} s: {last_error}")
 
@@ -125,13 +132,12 @@ _shared: SeaweedServer | None = None
 
 
 def shared_server() -> SeaweedServer:
-    """Start the session's server on first use, with the project bucket created."""
+    """Start the session's server on first use."""
     global _shared
     if _shared is None:
         root = Path(tempfile.mkdtemp(prefix="pokedge-seaweedfs-"))
         server = SeaweedServer(root).start()
         atexit.register(_stop_shared)
-        _create_bucket(s3_client(server.endpoint))
         _shared = server
     return _shared
 
@@ -145,17 +151,10 @@ def _stop_shared() -> None:
 
 
 def _create_bucket(client) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            client.create_bucket(Bucket=BUCKET)
-            return
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            return
-        except Exception:  # noqa: BLE001 - the filer may still be starting
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    try:
+        client.create_bucket(Bucket=BUCKET)
+    except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+        pass
 
 
 @pytest.fixture(scope="session")
@@ -209,9 +208,9 @@ def sync_config(endpoint: str, prefix: str, data_dir: Path, **overrides) -> Sync
 class CuttingProxy:
     """A loopback TCP proxy in front of the S3 server that counts response bytes and can drop connections.
 
-    `cut_after(n)` closes every connection (with a reset) once n more
-    response bytes have passed; with `refuse=True` it then resets every new
-    connection too, like a server that went away. `heal()` restores
+    `cut_after(n)` closes every connection once n more response bytes have
+    passed; with `refuse=True` it then closes every new connection at once
+    too, like a server that went away. `heal()` restores
     pass-through.
     """
 
@@ -257,12 +256,12 @@ class CuttingProxy:
             except OSError:
                 return
             if self._refuse:
-                _reset(downstream)
+                _drop(downstream)
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
-                _reset(downstream)
+                _drop(downstream)
                 continue
             with self._lock:
                 self._sockets |= {downstream, upstream}
@@ -308,13 +307,23 @@ class CuttingProxy:
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
-            _reset(sock)
+            _drop(sock)
 
 
-def _reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER 0, so the peer sees a connection reset, as on a dropped link."""
+def _drop(sock: socket.socket) -> None:
+    """Close a connection mid-stream, as when a link drops: the peer reads what was sent, then hits the end.
+
+    shutdown() comes first because close() alone does not wake a thread
+    blocked in recv() on the same socket, and the peer would only notice at
+    its read timeout. A reset (SO_LINGER 0) is not used: it would also discard
+    bytes the peer has received but not yet read, making the cut point
+    depend on socket buffer timing.
+    """
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
         sock.close()
     except OSError:
         pass

@@ -197,7 +197,8 @@ def _origin_cpu_model(manifest: ProjectManifest) -> str:
 def _list_folder(client: Any, config: SyncConfig, folder_key: str) -> list[s3.ObjectInfo]:
     """List the objects directly in a folder (not in its subfolders)."""
     full = config.prefix + folder_key
-    return [item for item in s3.list_objects(client, config.bucket, full) if "/" not in item.key[len(full):]]
+    listing = s3.list_objects(client, config.bucket, full, s3.RetryPolicy.from_config(config))
+    return [item for item in listing if "/" not in item.key[len(full):]]
 
 
 def _pick_onnx(listing: list[s3.ObjectInfo], name: str, s3_path: str | None) -> s3.ObjectInfo:
@@ -235,7 +236,7 @@ def _origin_reference(manifest: ProjectManifest, config: SyncConfig, client: Any
 
 def _with_server_facts(planned: PlannedFile, config: SyncConfig, client: Any) -> PlannedFile:
     """Add the object's ETag and encryption from HEAD, and refuse a size that differs from the manifest."""
-    info = s3.head_object(client, config.bucket, planned.key)
+    info = s3.head_object(client, config.bucket, planned.key, s3.RetryPolicy.from_config(config))
     if info.size != planned.size:
         raise ChecksumError(f"s3://{config.bucket}/{planned.key} is {info.size} bytes on the server, but the "
                             f"manifest says {planned.size}; the object was replaced or is corrupt, republish it")

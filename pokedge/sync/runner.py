@@ -21,7 +21,7 @@ from pokedge.sync.errors import ValidationError, VersionError
 from pokedge.sync.lock import DataDirLock
 from pokedge.sync.manifest import parse_manifest
 from pokedge.sync.plan import SyncPlan, build_plan
-from pokedge.sync.s3 import fetch_manifest, make_client
+from pokedge.sync.s3 import RetryPolicy, fetch_manifest, make_client
 from pokedge.sync.stage import FileAction, assess, stage_version, verify_installed
 from pokedge.sync.validate import validate_version
 
@@ -80,7 +80,7 @@ def rollback_version(config: SyncConfig) -> tuple[str, str]:
 
 
 def _plan(config: SyncConfig, client: Any) -> tuple[SyncPlan, str]:
-    data, etag = fetch_manifest(client, config.bucket, config.manifest_key)
+    data, etag = fetch_manifest(client, config.bucket, config.manifest_key, RetryPolicy.from_config(config))
     manifest = parse_manifest(data)
     device = detect_device(config.device)
     plan = build_plan(manifest, config, device, client, manifest_etag=etag)

@@ -8,8 +8,10 @@ is ever logged, never a key.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -25,6 +27,40 @@ MAX_MANIFEST_BYTES = 16 << 20
 # HTTP status codes and error codes worth retrying: throttling and server faults.
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"}
+MAX_BACKOFF_S = 30.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a request that failed for a transient reason."""
+
+    retries: int = 5
+    backoff_s: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: SyncConfig) -> "RetryPolicy":
+        return cls(config.retries, config.backoff_s)
+
+    def delay(self, failures: int) -> float:
+        """Exponential backoff with jitter, in seconds, before retry number `failures`."""
+        return min(self.backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+
+
+def call_with_retries(action: Callable[[], T], what: str, policy: RetryPolicy) -> T:
+    """Run one S3 request, retrying connection faults, throttling and 5xx answers with backoff."""
+    failures = 0
+    while True:
+        try:
+            return action()
+        except (BotoCoreError, ClientError) as exc:
+            if not is_transient(exc) or failures >= policy.retries:
+                raise
+            failures += 1
+            delay = policy.delay(failures)
+            _log.warning("retrying %s in %.1f s (retry %d of %d) after: %s", what, delay, failures, policy.retries, exc)
+            time.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -62,39 +98,44 @@ def make_client(config: SyncConfig) -> Any:
     return session.client("s3", endpoint_url=config.endpoint_url, config=botocore_config)
 
 
-def fetch_manifest(client: Any, bucket: str, key: str) -> tuple[bytes, str]:
+def fetch_manifest(client: Any, bucket: str, key: str, policy: RetryPolicy = RetryPolicy()) -> tuple[bytes, str]:
     """Download the manifest; return its bytes and ETag."""
-    try:
+    def fetch() -> tuple[bytes, str]:
         head = client.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] > MAX_MANIFEST_BYTES:
             raise ManifestError(f"project manifest s3://{bucket}/{key} is {head['ContentLength']} bytes; "
                                 f"the limit is {MAX_MANIFEST_BYTES} bytes")
         response = client.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])
-        data = response["Body"].read(MAX_MANIFEST_BYTES + 1)
+        return response["Body"].read(MAX_MANIFEST_BYTES + 1), head["ETag"]
+
+    try:
+        return call_with_retries(fetch, f"s3://{bucket}/{key}", policy)
     except (BotoCoreError, ClientError) as exc:
         raise describe_error(exc, bucket, key, what="project manifest") from exc
-    return data, head["ETag"]
 
 
-def head_object(client: Any, bucket: str, key: str) -> ObjectInfo:
+def head_object(client: Any, bucket: str, key: str, policy: RetryPolicy = RetryPolicy()) -> ObjectInfo:
     """Return the size, ETag and server-side encryption of one object."""
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
+        head = call_with_retries(lambda: client.head_object(Bucket=bucket, Key=key), f"s3://{bucket}/{key}", policy)
     except (BotoCoreError, ClientError) as exc:
         raise describe_error(exc, bucket, key) from exc
     return ObjectInfo(key, int(head["ContentLength"]), head["ETag"], head.get("ServerSideEncryption"))
 
 
-def list_objects(client: Any, bucket: str, prefix: str) -> list[ObjectInfo]:
+def list_objects(client: Any, bucket: str, prefix: str, policy: RetryPolicy = RetryPolicy()) -> list[ObjectInfo]:
     """List every object under a folder key."""
-    found = []
-    try:
+    def listing() -> list[ObjectInfo]:
+        found = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 found.append(ObjectInfo(item["Key"], int(item["Size"]), item.get("ETag", "")))
+        return found
+
+    try:
+        return call_with_retries(listing, f"listing of s3://{bucket}/{prefix}", policy)
     except (BotoCoreError, ClientError) as exc:
         raise describe_error(exc, bucket, prefix, what="listing") from exc
-    return found
 
 
 def is_transient(exc: BaseException) -> bool:

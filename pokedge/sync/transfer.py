@@ -19,7 +19,6 @@ import errno
 import json
 import logging
 import os
-import random
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -32,7 +31,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from pokedge.sync.errors import DiskSpaceError, SyncError, TransferError
 from pokedge.sync.progress import ByteProgress
-from pokedge.sync.s3 import describe_error, is_transient
+from pokedge.sync.s3 import RetryPolicy, describe_error, is_transient
 
 _log = logging.getLogger(__name__)
 
@@ -40,7 +39,6 @@ CHUNK_SIZE = 256 << 10
 CHECKPOINT_SECONDS = 0.5
 CHECKPOINT_MIN_BYTES = 256 << 10
 CHECKPOINT_MAX_BYTES = 8 << 20
-MAX_BACKOFF_S = 30.0
 FILE_MODE = 0o644
 
 
@@ -264,7 +262,7 @@ class _Download:
             _log.warning("could not save download state %s: %s", self.state_path, exc)
 
     def _wait_before_retry(self, failures: int, offset: int, reason: object) -> None:
-        delay = min(self.settings.backoff_s * 2 ** (failures - 1), MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
+        delay = RetryPolicy(self.settings.retries, self.settings.backoff_s).delay(failures)
         _log.warning("retrying s3://%s/%s from byte %d in %.1f s (retry %d of %d) after: %s",
                      self.bucket, self.key, offset, delay, failures, self.settings.retries, reason)
         self._stop.wait(delay)
