@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "pokedge.commands.doctor",
     "pokedge.commands.sync",
     "pokedge.commands.bench",
+    "pokedge.commands.serve",
+    "pokedge.commands.export",
 ]
 
 

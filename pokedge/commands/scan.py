@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from pokedge.backends.select import CHOICES
@@ -38,12 +39,21 @@ def register(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     parser.add_argument("--top-k", type=int, default=3, help="alternatives listed per card (default 3)")
     parser.add_argument("--save-crops", type=Path, metavar="DIR", help="write each warped card as a JPEG here")
+    parser.add_argument("--camera", nargs="?", const="picamera2", metavar="SOURCE",
+                        help="scan one card from a camera instead of images: wait until a card is confirmed, print "
+                             "it and exit; SOURCE as for 'pokedge serve --source' (default picamera2)")
+    parser.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS",
+                        help="with --camera: how long to wait for a confirmed card (default 20)")
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     images = [*args.image, *args.images]
+    if args.camera is not None:
+        if images:
+            raise InputError("give either --camera or image files, not both")
+        return _scan_camera(args)
     if not images:
         raise InputError("no image given; use --image PATH (try 'pokedge sample-frame demo.jpg' for a test frame)")
     if args.top_k < 1:
@@ -89,3 +99,42 @@ def _save_crops(folder: Path, path: Path, result) -> None:
     for n, card in enumerate(result.cards, 1):
         if card.crop is not None:
             cv2.imwrite(str(folder / f"{path.stem}_card{n}.jpg"), card.crop)
+
+
+def _scan_camera(args: argparse.Namespace) -> int:
+    """Wait for one confirmed card from the camera and print it as an image scan is printed."""
+    from pokedge.capture.sources import build_source, parse_source_spec
+    from pokedge.capture.supervisor import SupervisedSource
+    from pokedge.service.oneshot import wait_for_card
+
+    if args.timeout <= 0:
+        raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    spec = parse_source_spec(args.camera)
+    sources = resolve_sources(args.model, args.gallery, args.data_dir)
+    recognizer = open_recognizer(sources, args.backend, threads=args.threads, top_k=args.top_k,
+                                 keep_crops=args.save_crops is not None)
+    source = SupervisedSource(build_source(spec))
+    try:
+        source.open()
+        shot = wait_for_card(recognizer, source, args.timeout)
+        health = source.health()
+    finally:
+        source.close()
+        recognizer.backend.close()
+
+    if shot.event is None:
+        camera = f"; camera {health.state}: {health.detail}" if health.state == "degraded" else ""
+        print(f"pokedge scan: error: no card confirmed within {args.timeout:.0f} s from {spec} "
+              f"({shot.frames} frames read, {shot.reason}){camera}", file=sys.stderr)
+        return 1
+
+    report = frame_dict(str(spec), shot.result, recognizer.gallery, recognizer.backend.name,
+                        recognizer.backend.contract.model_id, str(sources.gallery_dir))
+    report["state"] = shot.event.kind
+    report["seconds"] = round(shot.elapsed_s, 2)
+    if args.save_crops:
+        _save_crops(args.save_crops, Path(f"camera-{int(time.time())}"), shot.result)
+    print(json.dumps(report) if args.json else frame_table(report), flush=True)
+    return 0
