@@ -125,8 +125,12 @@ def _aligned_support(points: np.ndarray, sides: np.ndarray, work: WorkFrame, off
 
 
 def continuation_factor(value: np.ndarray) -> np.ndarray:
-    """Score factor in [0.2, 1] that falls as sides run on past the corners."""
-    return 1.0 - 0.8 * np.clip((value - 0.3) / 0.5, 0.0, 1.0)
+    """Score factor in [0.5, 1] that falls as sides run on past the corners.
+
+    The floor is 0.5, not lower: in a binder page a quad made of a pocket
+    seam and three card edges has T junctions too and is a usable card quad.
+    """
+    return 1.0 - 0.5 * np.clip((value - 0.3) / 0.5, 0.0, 1.0)
 
 
 def combine_sides(support: np.ndarray, in_frame: np.ndarray) -> np.ndarray:

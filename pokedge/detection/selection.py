@@ -27,6 +27,7 @@ GROUP_MEMBER_MAX_SHARE = 0.6  # a member of a group covers at most this share of
 GROUP_SIZE_SPREAD = 2.0  # members of a group differ in area by at most this factor
 GROUP_SMALL_SHARE = 0.3  # cards of a 2 x 2 or larger page each cover at most this share of its outline
 GROUP_PAIR_COVER = 0.8  # two cards side by side cover at least this share of the pair's outline
+GROUP_PAIR_MEMBER_SCORE = 0.75  # each card of a pair scores at least this share of the pair's score
 MULTI_CARD_CONTEXT = 3  # separate similar cards in a frame that make it a page of cards
 
 
@@ -190,8 +191,12 @@ def _is_group(outer: Candidate, candidates: list[Candidate], multi_card: bool) -
     small = shares[shares <= GROUP_SMALL_SHARE]
     if len(small) >= 3 and np.sum(small >= small.max() / GROUP_SIZE_SPREAD) >= 3:
         return True
-    large = shares[shares > GROUP_SMALL_SHARE]
-    return multi_card and len(large) == 2 and large.sum() >= GROUP_PAIR_COVER
+    large = [m for m, share in zip(members, shares) if share > GROUP_SMALL_SHARE]
+    if not multi_card or len(large) != 2 or shares[shares > GROUP_SMALL_SHARE].sum() < GROUP_PAIR_COVER:
+        return False
+    # Halves of a card score well below the card; two cards score about as well as their pair.
+    scores = [c.score for c in inside if any(c.quad is m for m in large)]
+    return min(scores) >= GROUP_PAIR_MEMBER_SCORE * outer.score
 
 
 def _separate_similar(candidates: list[Candidate]) -> int:
