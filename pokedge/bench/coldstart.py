@@ -141,3 +141,60 @@ def measure_loads(context, catalog_dir: Path) -> dict:
         GalleryIndex(gallery, cache_folder=context.workdir / "cache" / "index")
         figures[f"{name}_index"] = time.perf_counter() - start
     return {name: round(seconds, 4) for name, seconds in figures.items()}
+
+
+# Steps of a scan process, each followed by a reading of VmRSS and VmHWM (peak)
+# from /proc/self/status, in KiB. Run in a fresh interpreter by memory_steps().
+_MEMORY_STEPS = """
+import json, sys, time
+from pathlib import Path
+
+def reading(step, started):
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    kib = lambda name: int(fields[name].split()[0])
+    print(json.dumps({"step": step, "rss_mb": kib("VmRSS") / 1024, "peak_mb": kib("VmHWM") / 1024,
+                      "s": time.perf_counter() - started}), flush=True)
+
+contract_path, gallery_dir, frame_path = sys.argv[1:4]
+started = time.perf_counter()
+reading("interpreter", started)
+import numpy, cv2
+reading("import numpy, cv2", started)
+import onnxruntime
+reading("import onnxruntime", started)
+import faiss
+reading("import faiss", started)
+import pokedge.cli
+pokedge.cli.build_parser()
+reading("import pokedge commands", started)
+from pokedge.backends.onnx import OnnxBackend
+from pokedge.contract import load_contract
+backend = OnnxBackend(load_contract(contract_path))
+reading("open model", started)
+from pokedge.gallery.store import load_gallery
+gallery = load_gallery(gallery_dir)
+reading("load gallery files", started)
+from pokedge.gallery.index import GalleryIndex
+from pokedge.recognition.decision import Thresholds
+from pokedge.recognition.pipeline import Recognizer
+recognizer = Recognizer(backend, gallery, Thresholds(), index=GalleryIndex(gallery))
+reading("open gallery index", started)
+from pokedge.capture.image import read_image
+result = recognizer.recognize(read_image(Path(frame_path)))
+reading("recognize first frame", started)
+"""
+
+
+def memory_steps(contract: Path, gallery_dir: Path, frame: Path, env: dict[str, str]) -> list[dict]:
+    """Return RSS and peak RSS (MB) and elapsed s after each step of a scan, measured in a fresh interpreter."""
+    command = [sys.executable, "-c", _MEMORY_STEPS, str(contract), str(gallery_dir), str(frame)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory steps failed with exit status {done.returncode}: {done.stderr.strip()[-500:]}")
+    steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    previous = 0.0
+    for step in steps:
+        step["added_mb"] = round(step["rss_mb"] - previous, 1)
+        previous = step["rss_mb"]
+        step.update({key: round(step[key], 3 if key == "s" else 1) for key in ("rss_mb", "peak_mb", "s")})
+    return steps

@@ -14,7 +14,6 @@ model on the CPU, so it measures pokedge's Hailo code path, not the NPU).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -119,7 +118,8 @@ def quantize_int8(contract: ModelContract, calibration: np.ndarray, cache_dir: P
             return next(batches, None)
 
     model_path = folder / "model-int8.onnx"
-    quantize_static(str(contract.model_path), str(model_path), Reader(), quant_format=QuantFormat.QDQ,
+    source = _preprocess_for_quantization(contract.model_path, folder / "model-prepared.onnx")
+    quantize_static(str(source), str(model_path), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
 
     data = contract.to_dict()
@@ -128,10 +128,24 @@ def quantize_int8(contract: ModelContract, calibration: np.ndarray, cache_dir: P
     return contract_path
 
 
+def _preprocess_for_quantization(model: Path, out: Path) -> Path:
+    """Run ONNX Runtime's quantization pre-processing (shape inference, graph optimization); return the model to quantize.
+
+    When pre-processing fails (an op its shape inference does not know), the
+    original model is quantized as it is.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model), str(out))
+    except Exception as exc:  # onnx and ORT raise many types for graphs they cannot infer
+        _log.warning("quantization pre-processing failed for %s (%s); quantizing the model as it is", model, exc)
+        return model
+    return out
+
+
 def open_hailo(inputs: BenchInputs, workdir: Path):
     """Return (backend, label, note): a real Hailo device if usable, else the HailoRT test double, else None."""
-    from pokedge.backends.hailo_device import import_hailo_platform  # noqa: F401  (cheap; no device access)
-
     real = _open_real_hailo(inputs)
     if real is not None:
         return real, "hailo", None
@@ -212,7 +226,3 @@ def _import_from_tests(name: str):
     except ImportError as exc:
         _log.info("could not import tests/%s.py: %s", name, exc)
         return None
-
-
-def model_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -43,7 +43,9 @@ def _stages(record: dict) -> str:
             rows.append((stage, *_triple(stages[stage])))
     for label, summary in stages.get("embed_by_backend", {}).items():
         per_crop = stages.get("embed_per_crop", {}).get(label)
-        rows.append((f"  embed {label} ({_num(per_crop)} ms/card)", *_triple(summary)))
+        agreement = stages.get("embed_agreement", {}).get(label)
+        cosine = f", cosine to fp32 >= {agreement['min_cosine']:.4f}" if agreement else ""
+        rows.append((f"  embed {label} ({_num(per_crop)} ms/card{cosine})", *_triple(summary)))
     lines = [f"Per frame ({stages.get('crops_per_frame')} card crops a frame on average)", _table(rows)]
     ratios = record.get("ratios", {})
     if ratios:

@@ -31,6 +31,8 @@ class StageSamples:
     embed: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     by_size: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     crops: list[int] = field(default_factory=list)
+    # Per extra backend: cosine similarity of each crop's embedding to the searched backend's.
+    agreement: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 def open_tracker(recognizer: Recognizer):
@@ -76,8 +78,9 @@ def _measure_frame(recognizer: Recognizer, frame: BenchFrame, backends: dict, tr
     if len(batch):
         record["embed"], embeddings = time_ms(lambda: recognizer.backend.embed(batch))
         for label, backend in backends.items():
-            elapsed, _ = time_ms(lambda: backend.embed(batch))
+            elapsed, other = time_ms(lambda: backend.embed(batch))
             samples.embed[label].append(elapsed)
+            samples.agreement[label].extend(np.einsum("nd,nd->n", embeddings, other).tolist())
     else:
         record["embed"] = 0.0
 
@@ -117,6 +120,10 @@ def stage_summary(samples: StageSamples) -> dict:
     summary["embed_per_crop"] = {
         label: round(float(np.sum(values) / crops.sum()), 3) if crops.sum() else None
         for label, values in samples.embed.items()
+    }
+    summary["embed_agreement"] = {
+        label: {"mean_cosine": round(float(np.mean(values)), 5), "min_cosine": round(float(np.min(values)), 5)}
+        for label, values in samples.agreement.items() if values
     }
     summary["crops_per_frame"] = round(float(crops.mean()), 2) if len(crops) else 0.0
     summary["by_frame_size"] = {size: {stage: summarize(values) for stage, values in stages.items()}
