@@ -71,3 +71,20 @@ def fake_camera(monkeypatch):
     SYSTEM.reset()
     yield SYSTEM
     SYSTEM.reset()
+
+
+@pytest.fixture(scope="session")
+def stack_video(tmp_path_factory, synthetic_cards):
+    """Four synthetic cards laid under the camera one after another, 640x480 at 15 fps."""
+    soak = load_soak()
+    cards = soak.read_cards(synthetic_cards / "cards.csv")[:4]
+    return soak.make_stack_video(cards, tmp_path_factory.mktemp("video") / "stack.avi", fps=15.0)
+
+
+@pytest.fixture(scope="session")
+def small_video(tmp_path_factory, synthetic_cards):
+    """Three cards at 320x240, for tests that need frames flowing rather than accuracy."""
+    soak = load_soak()
+    cards = soak.read_cards(synthetic_cards / "cards.csv")[4:7]
+    return soak.make_stack_video(cards, tmp_path_factory.mktemp("video") / "small.avi", fps=15.0,
+                                 frame_size=(320, 240))
