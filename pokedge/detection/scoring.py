@@ -21,6 +21,7 @@ FULL_SIZE_FRACTION = 0.02  # quads at least this share of the frame get no size 
 
 _SAMPLES_PER_SIDE = 28
 _NORMAL_OFFSETS = np.arange(-2, 3, dtype=np.float32)  # px searched on both sides of a side, for fit error
+_CLUTTER_OFFSETS = np.array([-7, 7], dtype=np.float32)  # px, where the background gradient next to a side is read
 _CORNER_MARGIN = 0.07  # share of each side left out at both ends: card corners are rounded
 _ASPECT_TOLERANCE = 0.16  # relative aspect error at which the aspect factor falls to 1/e
 # Corner angles: a 35 degree tilt bends corners by up to about 25 degrees, so
@@ -38,15 +39,17 @@ _TEXTURE_PATCH = (21, 29)  # px, size of the patch warped out of the quad to mea
 def side_support(quads: np.ndarray, work: WorkFrame) -> tuple[np.ndarray, np.ndarray]:
     """Return, per quad and side, the edge support in [0, 1] and the share of the side inside the frame.
 
-    Support is the mean over sample points of the gradient component along
-    the side's normal (the best within 2 px), divided by the frame's edge
-    threshold and capped at 1. Samples outside the frame are left out, so
-    a side cut off by the frame edge has no support and no penalty either;
-    its in-frame share tells the caller.
+    At each sample point the gradient component along the side's normal is
+    taken at its best within 2 px of the side, minus the smaller of the same
+    component 7 px to either side (so texture and noise, strong everywhere,
+    do not count as an edge, but the parallel edge of a sleeve on one side
+    does not hide the card edge), and divided by the frame's edge threshold,
+    capped at 1. Samples outside the frame are left out, so a side cut off
+    by the frame edge has no support and no penalty either; its in-frame
+    share tells the caller.
     """
     quads = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
-    count = len(quads)
-    if count == 0:
+    if len(quads) == 0:
         return np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)
 
     gx, gy = work.gradients
@@ -54,14 +57,14 @@ def side_support(quads: np.ndarray, work: WorkFrame) -> tuple[np.ndarray, np.nda
     starts = quads
     ends = np.roll(quads, -1, axis=1)
     direction = ends - starts
-    length = np.linalg.norm(direction, axis=2, keepdims=True)
-    direction = direction / np.maximum(length, 1e-6)
+    direction = direction / np.maximum(np.linalg.norm(direction, axis=2, keepdims=True), 1e-6)
     normal = np.stack([-direction[..., 1], direction[..., 0]], axis=-1)
 
     t = np.linspace(_CORNER_MARGIN, 1 - _CORNER_MARGIN, _SAMPLES_PER_SIDE, dtype=np.float32)
+    offsets = np.concatenate([_NORMAL_OFFSETS, _CLUTTER_OFFSETS])
     # Shape [quad, side, sample, offset, xy].
     points = starts[:, :, None, :] + t[None, None, :, None] * (ends - starts)[:, :, None, :]
-    points = points[:, :, :, None, :] + _NORMAL_OFFSETS[None, None, None, :, None] * normal[:, :, None, None, :]
+    points = points[:, :, :, None, :] + offsets[None, None, None, :, None] * normal[:, :, None, None, :]
     xs = np.rint(points[..., 0]).astype(np.int32)
     ys = np.rint(points[..., 1]).astype(np.int32)
     inside = (xs >= 1) & (xs < width - 1) & (ys >= 1) & (ys < height - 1)
@@ -70,7 +73,9 @@ def side_support(quads: np.ndarray, work: WorkFrame) -> tuple[np.ndarray, np.nda
 
     along_normal = np.abs(gx[ys, xs] * normal[:, :, None, None, 0] + gy[ys, xs] * normal[:, :, None, None, 1])
     along_normal = np.where(inside, along_normal, 0.0)
-    best = along_normal.max(axis=3) / work.edge_threshold
+    near = along_normal[..., : _NORMAL_OFFSETS.size].max(axis=3)
+    clutter = along_normal[..., _NORMAL_OFFSETS.size:].min(axis=3)
+    best = np.maximum(near - clutter, 0.0) / work.edge_threshold
     sample_inside = inside[:, :, :, _NORMAL_OFFSETS.size // 2]
 
     in_frame = sample_inside.mean(axis=2)
@@ -139,11 +144,15 @@ def combine_sides(support: np.ndarray, in_frame: np.ndarray) -> np.ndarray:
     The weakest side weighs less than the other three, so a side covered by
     fingers or cut off by the frame lowers the score without ruling the quad
     out. A side mostly outside the frame counts as half supported: the card
-    may go on beyond the frame, but nothing confirms it.
+    may go on beyond the frame, but nothing confirms it. A quad with three
+    or more such sides gets 0.
     """
-    effective = np.where(in_frame < 0.3, 0.5, support)
+    outside = in_frame < 0.3
+    effective = np.where(outside, 0.5, support)
     ordered = np.sort(effective, axis=1)
-    return 0.12 * ordered[:, 0] + 0.88 * ordered[:, 1:].mean(axis=1)
+    combined = 0.12 * ordered[:, 0] + 0.88 * ordered[:, 1:].mean(axis=1)
+    # Three sides on or beyond the frame border make the frame outline, not a card.
+    return np.where(outside.sum(axis=1) >= 3, 0.0, combined)
 
 
 def shape_factors(quads: np.ndarray, work: WorkFrame) -> np.ndarray:

@@ -14,7 +14,10 @@ from pokedge.detection.candidate import Candidate
 from pokedge.detection.frame import WorkFrame
 from pokedge.detection.types import CARD_ASPECT
 
-_MAX_ASPECT_ERROR = 0.07  # relative; tight crops seen so far range from 0.68 to 0.76 (portrait width over height)
+# Relative error of the frame's portrait aspect from 63:88. Tight crops seen so
+# far range from 0.68 to 0.76 (width over height), but a 4:3 camera frame (0.75,
+# an error of 0.048) must stay out, or every empty camera frame looks like a scan.
+_MAX_ASPECT_ERROR = 0.04
 _INSET_SHARE = 0.004  # of the longest side, so that the quad stays inside the pixel grid
 
 
