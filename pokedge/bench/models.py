@@ -2,7 +2,7 @@
 
 The shipped default model and gallery are used when they exist. Without
 them (a checkout where they are not built yet) the benchmark falls back to
-the tests' tiny pooling model and a gallery of synthetic cards, and says so
+the tests' tiny pooling model and a gallery of synthetic cards, and notes it
 in its output: its embedding figures are then far below a real network's.
 
 Extra backends: ONNX INT8 (static quantization of the fp32 model, calibrated
@@ -96,7 +96,7 @@ def build_synthetic_gallery(contract: ModelContract, folder: Path, cards: int = 
 def quantize_int8(contract: ModelContract, calibration: np.ndarray, cache_dir: Path = CACHE_DIR) -> Path:
     """Write (or reuse) a statically quantized INT8 copy of the contract's model; return its contract path.
 
-    `calibration` holds uint8 card images [N, H, W, 3] in the contract's
+    `calibration` contains uint8 card images [N, H, W, 3] in the contract's
     colour order. Activations are uint8 and weights int8 (per channel), in
     QDQ format, with MinMax calibration, which is ONNX Runtime's default for
     CPU inference.

@@ -60,7 +60,8 @@ def _throughput(record: dict) -> str:
     latency = record.get("latency_ms", {})
     rows = [("run", "frames/s", "latency p50 ms", "latency p99 ms"),
             ("sequential", _num(fps["sequential"]), *_pair(latency.get("sequential"))),
-            (f"pipelined ({fps['detect_workers']} detect threads)", _num(fps["pipelined"]),
+            (f"pipelined ({fps['detect_workers']} detect, {fps.get('pipelined_ort_threads')} ORT threads)",
+             _num(fps["pipelined"]),
              *_pair(latency.get("pipelined")))]
     return f"End to end (pipelined / sequential = {_num(fps['pipelined_vs_sequential'])})\n" + _table(rows)
 
@@ -91,6 +92,9 @@ def _cold_start(record: dict) -> str:
                      f"peak RSS p50 {_num(part['rss_mb']['p50'])} MB")
     lines.append(f"  first run with the catalog (builds and caches its index): {_num(cold['catalog']['first_run_s'])} s")
     lines.append("  load in process (s): " + ", ".join(f"{k} {_num(v)}" for k, v in cold["load_s"].items()))
+    for frame, steps in cold.get("memory_steps", {}).items():
+        added = ", ".join(f"{step['step']} +{step['added_mb']:.0f}" for step in steps)
+        lines.append(f"  RSS by step with the catalog, {frame} frame (MB): {added}; peak {steps[-1]['peak_mb']:.0f}")
     imports = cold["imports"]
     slowest = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports["slowest_ms"].items())[:6])
     lines.append(f"  imports {imports['total_ms']:.0f} ms; slowest (ms): {slowest}")

@@ -27,7 +27,7 @@ SECTIONS = ("stages", "fps", "search", "cold_start", "compare")
 
 @dataclass
 class BenchOptions:
-    """What to measure and how often; `for_mode` fills the defaults of --quick, normal and --full runs."""
+    """Benchmark settings: sections, repetitions, sizes and inputs; `for_mode` fills the --quick, normal and --full defaults."""
 
     quick: bool = False
     full: bool = False
@@ -153,12 +153,27 @@ def _stages(run: _Run) -> None:
 def _throughput(run: _Run) -> None:
     run.say("sequential and pipelined throughput")
     recognizer = run.context.recognizer(FP32)
+    pipeline_threads = run.options.threads or pipeline_ort_threads()
+    pipelined = run.context.recognizer(FP32, threads=pipeline_threads)
     count = run.options.frames_per_run or 2 * len(run.frames)
     tracker_factory = _tracker_factory(recognizer)
-    figures = throughput.measure_throughput(recognizer, run.frames, count, run.options.rounds, tracker_factory,
-                                            run.options.detect_workers)
+    figures = throughput.measure_throughput(recognizer, pipelined, run.frames, count, run.options.rounds,
+                                            tracker_factory, run.options.detect_workers)
+    figures["sequential_ort_threads"] = run.options.threads or "all cores"
+    figures["pipelined_ort_threads"] = pipeline_threads
     run.result["latency_ms"] = figures.pop("latency_ms")
     run.result["fps"] = figures
+
+
+def pipeline_ort_threads() -> int:
+    """Return ONNX Runtime's thread count in the pipeline: every usable core but one, which detection keeps.
+
+    Detection is mostly Python and numpy work that holds the GIL, so it runs
+    on one core at a time; an embedding stage that also claims that core only
+    makes the two wait on each other.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def _tracker_factory(recognizer):
@@ -192,6 +207,15 @@ def _cold_start(run: _Run) -> None:
     catalog = coldstart.measure_cold_start(frame_path, context.inputs.onnx_contract, catalog_dir,
                                            run.options.cold_runs, env)
 
+    steps = {}
+    for layout in ("single", "binder3x3"):
+        frame = next((f for f in run.frames if f.layout == layout), None)
+        if frame is not None:
+            path = context.workdir / f"memory-{layout}.jpg"
+            path.write_bytes(frame.jpeg.tobytes())
+            steps[f"{layout} {frame.size_label}"] = coldstart.memory_steps(context.inputs.onnx_contract, catalog_dir,
+                                                                           path, env)
+
     run.result["cold_start"] = {
         "command": " ".join(["python", *coldstart.scan_command(frame_path, context.inputs.onnx_contract,
                                                                context.inputs.gallery_dir)[1:]]),
@@ -199,6 +223,7 @@ def _cold_start(run: _Run) -> None:
         "catalog": {"rows": run.options.catalog_cards, "first_run_s": round(first["wall_s"], 3), **catalog},
         "imports": coldstart.import_profile(),
         "load_s": coldstart.measure_loads(context, catalog_dir),
+        "memory_steps": steps,
     }
     run.result["cold_start_s"] = max(shipped["wall_s"]["p50"], catalog["wall_s"]["p50"])
     run.result["rss_mb"] = catalog["rss_mb"]["p50"]

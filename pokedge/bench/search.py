@@ -25,7 +25,7 @@ KINDS = ("flat", "fp16", "sq8", "hnsw", "hnsw_sq8", "ivfpq")
 # orientations for up to three candidate quads).
 QUERY_BATCH = 6
 # From this size on, two kinds are left out to keep a --full run within memory and time: the
-# float32 HNSW graph holds a second float32 copy (3.3 GB at 1,000,000 rows), and fp16 is a
+# float32 HNSW graph keeps a second float32 copy (3.3 GB at 1,000,000 rows), and fp16 is a
 # brute-force scan like sq8 with twice its memory.
 LARGE_ROWS = 500_000
 SKIPPED_WHEN_LARGE = {

@@ -6,6 +6,10 @@ search with the decision and the tracker update. OpenCV, ONNX Runtime and
 FAISS release the GIL inside their native calls, so the stages run in
 parallel on separate cores. Results are put back into frame order before the
 tracker sees them, as the tracker needs.
+
+With all frames ready at once the pipeline runs saturated, so its latency is
+the latency under full load (queueing included), not that of a camera paced
+below the pipeline's rate.
 """
 
 from __future__ import annotations
@@ -155,14 +159,19 @@ class _Pipeline:
         return latencies
 
 
-def measure_throughput(recognizer: Recognizer, frames: list[BenchFrame], count: int, rounds: int,
-                       tracker_factory=None, detect_workers: int = 1) -> dict:
-    """Alternate sequential and pipelined runs `rounds` times; return median fps, latency and their ratio."""
+def measure_throughput(recognizer: Recognizer, pipelined_recognizer: Recognizer, frames: list[BenchFrame],
+                       count: int, rounds: int, tracker_factory=None, detect_workers: int = 1) -> dict:
+    """Alternate sequential and pipelined runs `rounds` times; return median fps, latency and their ratio.
+
+    The two recognizers share the gallery and index and may differ in their
+    backend's thread count.
+    """
     run_sequential(recognizer, frames, min(len(frames), 2))  # warm-up, not timed
+    run_sequential(pipelined_recognizer, frames, min(len(frames), 2))
     sequential, pipelined = [], []
     for _ in range(rounds):
         sequential.append(run_sequential(recognizer, frames, count, _new(tracker_factory)))
-        pipelined.append(run_pipelined(recognizer, frames, count, _new(tracker_factory), detect_workers))
+        pipelined.append(run_pipelined(pipelined_recognizer, frames, count, _new(tracker_factory), detect_workers))
 
     fps_sequential = float(np.median([r.fps for r in sequential]))
     fps_pipelined = float(np.median([r.fps for r in pipelined]))
