@@ -88,7 +88,7 @@ def best_iou(detection: Detection, truth: np.ndarray) -> float:
 
 
 def match_cards(detections: list[Detection], truths: list[np.ndarray]) -> tuple[list[float], list[float], int]:
-    """Per true card: best IoU over all quads and IoU of the main quad; plus the count of unmatched detections."""
+    """Return per true card the best IoU over all quads and the IoU of the main quad, and the count of unmatched detections."""
     best, main = [], []
     used = set()
     for truth in truths:

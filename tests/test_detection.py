@@ -140,7 +140,7 @@ def test_scene_card_found_per_condition(detector, cards, condition):
         if not _found(detections, scene.quads[0]):
             misses.append(index)
 
-    # NOTE: one miss in three is allowed; the report script measures the rates over many scenes.
+    # NOTE: one miss in three is allowed, because the report script measures the rates over many scenes.
     assert len(misses) <= 1, f"{condition}: no quad with IoU >= {IOU_OK} in scenes {misses} of 3"
 
 
@@ -178,7 +178,7 @@ def _assert_row_major(detections: list[Detection], truths: list[np.ndarray]) -> 
         assert overlaps[position] >= POCKET_IOU, f"detection {position} overlaps its card by {overlaps[position]:.2f}"
 
 
-# NOTE: 18 of the rendered pages with seeds 1 to 20 pass; on seeds 4 and 14
+# NOTE: 18 of the rendered pages with seeds 1 to 20 pass. On seeds 4 and 14
 # one card is reported as its art or text half.
 @pytest.mark.parametrize("seed", [1, 2, 3, 5, 6])
 def test_binder_3x3_gives_nine_cards_row_major(detector, cards, seed):
@@ -247,7 +247,7 @@ def test_detection_speed_single_card(detector, cards):
         detector.detect(scene.frame)
     per_frame_ms = (time.process_time() - start) / 3 * 1000
 
-    # NOTE: a loose bound against regressions; about 30 ms CPU was measured on the development machine.
+    # NOTE: a loose bound against regressions. About 30 ms CPU was measured on a shared 2-core x86 machine.
     assert per_frame_ms < 150, f"{per_frame_ms:.0f} ms CPU per 1280x960 frame"
 
 

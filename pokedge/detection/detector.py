@@ -34,7 +34,7 @@ from pokedge.detection.types import Detection
 
 _log = logging.getLogger(__name__)
 
-MAX_RANKED = 48  # best-scored candidates that enter suppression; the rest cannot win
+MAX_RANKED = 48  # best-scored candidates that enter suppression, since the rest cannot win
 COMPLETION_PENALTY = 0.9  # a side placed from the aspect is a guess, so a found fourth side wins ties
 FULL_FRAME_SCORE = 0.45  # score of the whole frame as a card when it encloses printed detail
 TIGHT_CROP_MIN_COVER = 0.6  # share of a card-shaped frame that a quad covers in a tight crop or scan
@@ -58,7 +58,7 @@ class CardDetector:
         self.config = config or DetectorConfig()
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Return the cards in `frame`, row by row from the top-left; alternatives ride along."""
+        """Return the cards in `frame`, row by row from the top-left, each with its alternative quads."""
         work = WorkFrame.from_frame(frame, self.config.work_side)
 
         candidates = self._ranked_candidates(work)
@@ -73,7 +73,7 @@ class CardDetector:
         return [self._to_detection(c, frame, work.scale) for c in kept]
 
     def _ranked_candidates(self, work: WorkFrame) -> list[Candidate]:
-        """Propose, deduplicate and score candidates; return the best, sorted, without page outlines."""
+        """Propose, deduplicate and score candidates, and return the best first, without page outlines."""
         candidates = propose_from_lines(work) + propose_from_contours(work)
         candidates = selection.remove_duplicates(candidates, float(np.hypot(*work.shape)))
 
@@ -86,7 +86,7 @@ class CardDetector:
         return selection.drop_groups(ranked[:MAX_RANKED])
 
     def _min_score(self, candidate: Candidate, work: WorkFrame) -> float:
-        """Score a detection needs; lower for a quad that fills a card-shaped frame.
+        """Return the score a detection needs, which is lower for a quad that fills a card-shaped frame.
 
         In a tight crop or scan, the card's sides lie on or next to the frame
         border, where their edges are cut off and score little.

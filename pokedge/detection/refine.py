@@ -23,7 +23,7 @@ _MAX_CORNER_SHIFT_SHARE = 0.06  # refined corners may move at most this share of
 
 
 def refine_quad(quad: np.ndarray, work: WorkFrame) -> np.ndarray:
-    """Return the quad with each side refitted to its edge; the input quad when refitting fails."""
+    """Return the quad with each side refitted to its edge, or the input quad when refitting fails."""
     quad = np.asarray(quad, dtype=np.float32)
     lines = [_refit_side(quad[i], quad[(i + 1) % 4], work) for i in range(4)]
 

@@ -25,7 +25,7 @@ _CLUTTER_OFFSETS = np.array([-7, 7], dtype=np.float32)  # px, where the backgrou
 _CORNER_MARGIN = 0.07  # share of each side left out at both ends: card corners are rounded
 _ASPECT_TOLERANCE = 0.16  # relative aspect error at which the aspect factor falls to 1/e
 # Corner angles: a 35 degree tilt bends corners by up to about 25 degrees, so
-# deviations up to _ANGLE_FREE_DEG cost nothing; the factor then falls to 1/e
+# deviations up to _ANGLE_FREE_DEG cost nothing. The factor then falls to 1/e
 # over another _ANGLE_TOLERANCE_DEG.
 _ANGLE_FREE_DEG = 20.0
 _ANGLE_TOLERANCE_DEG = 20.0
@@ -213,7 +213,7 @@ def _nonzero(values: np.ndarray) -> np.ndarray:
 
 
 def texture_factor(quad: np.ndarray, work: WorkFrame) -> float:
-    """How much printed detail the quad encloses, in [0, 1]; a blank surface or a plain box scores low."""
+    """Return how much printed detail the quad encloses, in [0, 1]. A blank surface or a plain box scores low."""
     width, height = _TEXTURE_PATCH
     target = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(np.asarray(quad, dtype=np.float32), target)
@@ -223,7 +223,7 @@ def texture_factor(quad: np.ndarray, work: WorkFrame) -> float:
 
 
 def score_quads(quads: list[np.ndarray], work: WorkFrame) -> np.ndarray:
-    """Score ordered quads in working-copy pixels; returns float32 [n] in [0, 1]."""
+    """Score ordered quads in working-copy pixels, returning float32 [n] in [0, 1]."""
     if not quads:
         return np.zeros(0, np.float32)
 

@@ -194,7 +194,7 @@ def _is_group(outer: Candidate, candidates: list[Candidate], multi_card: bool) -
     large = [m for m, share in zip(members, shares) if share > GROUP_SMALL_SHARE]
     if not multi_card or len(large) != 2 or shares[shares > GROUP_SMALL_SHARE].sum() < GROUP_PAIR_COVER:
         return False
-    # Halves of a card score well below the card; two cards score about as well as their pair.
+    # Halves of a card score well below the card, but two cards score about as well as their pair.
     scores = [c.score for c in inside if any(c.quad is m for m in large)]
     return min(scores) >= GROUP_PAIR_MEMBER_SCORE * outer.score
 

@@ -1,4 +1,4 @@
-"""Strategies that propose candidate card quads; each returns a list of `Candidate`."""
+"""Strategies that propose candidate card quads, each as a function returning a list of `Candidate`."""
 
 from pokedge.detection.strategies.contours import propose_from_contours
 from pokedge.detection.strategies.full_frame import propose_full_frame

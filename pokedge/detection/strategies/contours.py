@@ -23,7 +23,7 @@ from pokedge.detection.candidate import Candidate
 from pokedge.detection.frame import WorkFrame
 from pokedge.detection.scoring import MIN_AREA_FRACTION
 
-_MAX_CONTOURS_PER_MASK = 24  # the largest contours of each mask; the rest are clutter
+_MAX_CONTOURS_PER_MASK = 24  # only the largest contours of each mask are fitted, because the rest are clutter
 _KERNEL = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 
 # Yellow card border in OpenCV HSV (hue 0-180): printed yellow sits near hue

@@ -200,7 +200,7 @@ def _four_line_quads(lines: _Lines, pairs: np.ndarray, work: WorkFrame) -> list[
     b1, b2 = pairs[combos[:, 1], 0], pairs[combos[:, 1], 1]
     homogeneous = lines.homogeneous()
 
-    # Corners in cyclic order; consecutive corners share one line.
+    # Corners in cyclic order, so that consecutive corners share one line.
     corners = np.stack([
         _intersections(homogeneous, a1, b1), _intersections(homogeneous, b1, a2),
         _intersections(homogeneous, a2, b2), _intersections(homogeneous, b2, a1),
@@ -273,7 +273,7 @@ def _aspect_prior(corners: np.ndarray) -> np.ndarray:
 
 def _best_shapes(corners: np.ndarray, rank: np.ndarray, work: WorkFrame, limit: int,
                  allow_outside: bool = False) -> list[np.ndarray]:
-    """Filter cyclic quads [n, 4, 2] by size and shape; return at most `limit`, best ranked first, ordered."""
+    """Filter cyclic quads [n, 4, 2] by size and shape, and return at most `limit` ordered quads, best ranked first."""
     if len(corners) == 0:
         return []
     edges = np.roll(corners, -1, axis=1) - corners
