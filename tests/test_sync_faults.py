@@ -380,3 +380,35 @@ def on_bytes(done):
     assert result.status == ACTIVATED
     assert result.received_bytes == preview.download_bytes
     assert preview.download_bytes <= plan.total_bytes - kept
+
+
+def test_sigterm_saves_partial_download(project, tmp_path):
+    publish_release(project.client, project.prefix, tmp_path, seed=1, release="r2", model=False, gallery_rows=BIG_ROWS)
+    plan = run_sync(project.config, dry_run=True).plan
+    embeddings = next(f for f in plan.files if f.path.endswith("embeddings.npy"))
+    config = project.config
+    code = f"""
+import os, signal, sys
+from pokedge.sync import progress
+add = progress.ByteProgress.add
+
+def add_then_terminate(self, count):
+    add(self, count)
+    if self.done > 0.4 * self.total and not getattr(self, "terminated", False):
+        self.terminated = True
+        os.kill(os.getpid(), signal.SIGTERM)  # what systemd sends when it stops the unit
+
+progress.ByteProgress.add = add_then_terminate
+from pokedge.cli import main
+sys.exit(main(["sync", "--bucket", {config.bucket!r}, "--prefix", {config.prefix!r}, "--endpoint-url",
+               {config.endpoint_url!r}, "--data-dir", {str(config.data_dir)!r}, "--device", "cpu"]))
+"""
+    environment = {**os.environ, "POKEDGE_SYNC_PART_SIZE_MB": "1", "POKEDGE_CONFIG": os.devnull}
+    stopped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env=environment)
+
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert_still_active(project)
+    kept = partial_bytes(staged_file(config, plan.version_id), embeddings.etag, embeddings.size)
+    assert kept >= 0.3 * embeddings.size
+    assert run_sync(config).status == ACTIVATED

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -54,8 +55,8 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="folder that holds the installed versions "
                                                       "(default $POKEDGE_DATA_DIR or ~/.local/share/pokedge)")
     parser.add_argument("--config", type=Path, help="TOML config file with a [sync] table "
-                                                   "(default $POKEDGE_CONFIG, /etc/pokedge/pokedge.toml, "
-                                                   "~/.config/pokedge/pokedge.toml)")
+                                                   "(default $POKEDGE_CONFIG, /etc/pokedge/sync.toml, "
+                                                   "~/.config/pokedge/sync.toml)")
 
 
 def config_from_args(args: argparse.Namespace) -> SyncConfig:
@@ -66,6 +67,19 @@ def config_from_args(args: argparse.Namespace) -> SyncConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _run(args, config)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """Turn SIGTERM (systemd stopping the unit) into an exception, so partial downloads save their state."""
+    raise SystemExit(128 + signum)
+
+
+def _run(args: argparse.Namespace, config: SyncConfig) -> int:
     if args.rollback:
         previous, target = rollback_version(config)
         print(f"rolled back from {previous} to {target}")

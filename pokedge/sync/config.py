@@ -1,8 +1,10 @@
 """Sync settings: defaults, then the config file, then the environment, then flags.
 
 The config file is TOML with a `[sync]` table. It is read from `--config`,
-else `$POKEDGE_CONFIG`, else `/etc/pokedge/pokedge.toml` overlaid by
-`$XDG_CONFIG_HOME/pokedge/pokedge.toml` (default `~/.config`). Example:
+else `$POKEDGE_CONFIG`, else `/etc/pokedge/sync.toml` overlaid by
+`$XDG_CONFIG_HOME/pokedge/sync.toml` (default `~/.config`). It is separate
+from the daemon's /etc/pokedge/config.toml, which rejects unknown sections.
+Example:
 
     [sync]
     bucket = "pokemon-card-training-us-east-2"
@@ -105,17 +107,17 @@ def load_config(flags: Mapping[str, Any] | None = None, config_path: Path | None
 
 def _config_files(explicit: Path | None, environ: Mapping[str, str]) -> list[Path]:
     if explicit is not None:
-        if not Path(explicit).is_file():
+        if not Path(explicit).exists():
             raise ConfigError(f"config file not found: {explicit}")
         return [Path(explicit)]
     if environ.get("POKEDGE_CONFIG"):
         path = Path(environ["POKEDGE_CONFIG"])
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file not found: {path} (from POKEDGE_CONFIG)")
         return [path]
 
     config_home = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    candidates = [Path("/etc/pokedge/pokedge.toml"), config_home / "pokedge" / "pokedge.toml"]
+    candidates = [Path("/etc/pokedge/sync.toml"), config_home / "pokedge" / "sync.toml"]
     return [path for path in candidates if path.is_file()]
 
 

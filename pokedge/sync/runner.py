@@ -59,8 +59,9 @@ def run_sync(config: SyncConfig, *, dry_run: bool = False, check: bool = False, 
              client: Any = None, on_bytes: Callable[[int], None] | None = None) -> SyncResult:
     """Bring the data folder to the version the manifest selects for this device.
 
-    With `check` or `dry_run` nothing on disk changes; the result says
-    whether an update exists and, for a dry run, how each file would arrive.
+    With `check` or `dry_run` no version is staged, installed or activated;
+    the result says whether an update exists and, for a dry run, how each
+    file would arrive.
     """
     data_dir = config.resolved_data_dir()
     versions.ensure_layout(data_dir)
@@ -79,10 +80,10 @@ def rollback_version(config: SyncConfig) -> tuple[str, str]:
         return versions.rollback(data_dir)
 
 
-def _plan(config: SyncConfig, client: Any) -> tuple[SyncPlan, str]:
+def _plan(config: SyncConfig, data_dir: Path, client: Any) -> tuple[SyncPlan, str]:
     data, etag = fetch_manifest(client, config.bucket, config.manifest_key, RetryPolicy.from_config(config))
     manifest = parse_manifest(data)
-    device = detect_device(config.device)
+    device = detect_device(config.device, data_dir)
     plan = build_plan(manifest, config, device, client, manifest_etag=etag)
     for note in plan.notes:
         _log.info("%s", note)
@@ -107,7 +108,7 @@ def _status(plan: SyncPlan, data_dir: Path) -> tuple[str, str | None]:
 
 
 def _inspect(config: SyncConfig, data_dir: Path, client: Any, with_actions: bool) -> SyncResult:
-    plan, device = _plan(config, client)
+    plan, device = _plan(config, data_dir, client)
     status, active = _status(plan, data_dir)
     result = SyncResult(status, plan, device, active)
     if with_actions and status != UP_TO_DATE:
@@ -119,7 +120,7 @@ def _inspect(config: SyncConfig, data_dir: Path, client: Any, with_actions: bool
 
 def _sync_locked(config: SyncConfig, data_dir: Path, client: Any, force: bool,
                  on_bytes: Callable[[int], None] | None) -> SyncResult:
-    plan, device = _plan(config, client)
+    plan, device = _plan(config, data_dir, client)
     status, active = _status(plan, data_dir)
     result = SyncResult(status, plan, device, active)
     if status == UP_TO_DATE:

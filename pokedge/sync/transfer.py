@@ -4,7 +4,7 @@ The object is split into parts of `part_size` bytes, fetched by up to
 `workers` threads with ranged GETs pinned to the object's ETag (If-Match), and
 written in place with pwrite. Beside the `.part` file, a `.part.json` sidecar
 records how many bytes of each part are on disk. The sidecar is rewritten
-after the data is fsynced, at most every half second (or every 8 MiB), and on
+after the data is fsynced, at most every half second (or every 4 MiB), and on
 every failure, so an interrupted download resumes from the recorded bytes.
 A process killed outright loses at most the last half second of each worker.
 
@@ -38,7 +38,7 @@ _log = logging.getLogger(__name__)
 CHUNK_SIZE = 256 << 10
 CHECKPOINT_SECONDS = 0.5
 CHECKPOINT_MIN_BYTES = 256 << 10
-CHECKPOINT_MAX_BYTES = 8 << 20
+CHECKPOINT_MAX_BYTES = 4 << 20
 FILE_MODE = 0o644
 
 
@@ -105,6 +105,7 @@ class _Download:
         self._parts: list[_Part] = []
         self._last_checkpoint = time.monotonic()
         self._unsaved = 0
+        self._checkpointing = False
 
     def run(self) -> Path:
         self._parts = self._resume_or_start()
@@ -224,35 +225,47 @@ class _Download:
             part.done += len(chunk)
             self.received += len(chunk)
             self._unsaved += len(chunk)
-            self._maybe_checkpoint()
+            snapshot = self._take_checkpoint()
+        if snapshot is not None:
+            self._checkpoint(snapshot)
         if self.progress is not None:
             self.progress.add(len(chunk))
 
-    def _maybe_checkpoint(self) -> None:
-        """Save the sidecar when enough bytes or time have passed; the caller holds the lock."""
+    def _take_checkpoint(self) -> list[list[int]] | None:
+        """Return the parts' progress when a checkpoint is due and none is running; the caller holds the lock."""
         now = time.monotonic()
         timely = now - self._last_checkpoint >= CHECKPOINT_SECONDS and self._unsaved >= CHECKPOINT_MIN_BYTES
-        if timely or self._unsaved >= CHECKPOINT_MAX_BYTES:
+        if self._checkpointing or not (timely or self._unsaved >= CHECKPOINT_MAX_BYTES):
+            return None
+        self._checkpointing = True
+        self._last_checkpoint = now
+        self._unsaved = 0
+        return [[p.start, p.end, p.done] for p in self._parts]
+
+    def _checkpoint(self, snapshot: list[list[int]]) -> None:
+        """fsync, then record the snapshot; other workers keep writing meanwhile.
+
+        Every byte the snapshot counts was written before the snapshot was
+        taken, so the fsync covers it.
+        """
+        try:
             os.fsync(self._fd)
-            self._write_state()
-            self._last_checkpoint = now
-            self._unsaved = 0
+            self._write_state(snapshot)
+        finally:
+            with self._lock:
+                self._checkpointing = False
 
     def _save_state(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                try:
-                    os.fsync(self._fd)
-                except OSError as exc:
-                    _log.warning("could not fsync %s: %s", self.part_path, exc)
-            self._write_state()
+        """Record the final progress; called when no worker is running."""
+        if self._fd >= 0:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                _log.warning("could not fsync %s: %s", self.part_path, exc)
+        self._write_state([[p.start, p.end, p.done] for p in self._parts])
 
-    def _write_state(self) -> None:
-        state = {
-            "etag": self.etag,
-            "size": self.size,
-            "parts": [[p.start, p.end, p.done] for p in self._parts],
-        }
+    def _write_state(self, parts: list[list[int]]) -> None:
+        state = {"etag": self.etag, "size": self.size, "parts": parts}
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(state))
