@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -248,13 +247,17 @@ def _ratios(run: _Run) -> None:
         ratios["search_catalog_vs_embed"] = ratio(catalog["ms_per_query"], per_crop)
         ratios["search_catalog_index"] = catalog["index"]
         ratios["search_catalog_recall_at_1"] = catalog["recall_at_1"]
+        exact = _record(result["search"], coldstart.CATALOG_CARDS, "flat")
+        if exact:
+            ratios["search_catalog_exact_vs_embed"] = ratio(exact["ms_per_query"], per_crop)
     if "fps" in result:
         ratios["pipelined_vs_sequential"] = result["fps"]["pipelined_vs_sequential"]
     result["ratios"] = ratios
 
 
 def _chosen_record(records: list[dict], rows: int) -> dict | None:
-    for record in records:
-        if record.get("n") == rows and record.get("chosen") and not math.isnan(record.get("ms_per_query", math.nan)):
-            return record
-    return None
+    return next((r for r in records if r["n"] == rows and r.get("chosen") and r["ms_per_query"] is not None), None)
+
+
+def _record(records: list[dict], rows: int, kind: str) -> dict | None:
+    return next((r for r in records if r["n"] == rows and r["kind"] == kind and r["ms_per_query"] is not None), None)

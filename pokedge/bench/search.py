@@ -24,6 +24,8 @@ KINDS = ("flat", "fp16", "sq8", "hnsw", "hnsw_sq8", "ivfpq")
 # Queries searched together, as one frame's crops are (a card in both
 # orientations for up to three candidate quads).
 QUERY_BATCH = 6
+# FAISS threads while measuring: one, as in the pipeline, where the other cores embed and detect.
+SEARCH_THREADS = 1
 # From this size on, two kinds are left out to keep a --full run within memory and time: the
 # float32 HNSW graph keeps a second float32 copy (3.3 GB at 1,000,000 rows), and fp16 is a
 # brute-force scan like sq8 with twice its memory.
@@ -44,6 +46,9 @@ def queries_for(rows: int, quick: bool) -> int:
 def run_search_scaling(base: np.ndarray, sizes: tuple[int, ...], kinds: tuple[str, ...], quick: bool = False,
                        seed: int = 0, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Measure every index kind at every gallery size; return one record per (size, kind)."""
+    import faiss
+
+    faiss.omp_set_num_threads(SEARCH_THREADS)
     records: list[dict] = []
     say = progress or (lambda message: None)
     for rows in sizes:
@@ -67,9 +72,9 @@ def measure_index(spec: IndexSpec, vectors: np.ndarray, queries: np.ndarray, exa
     rows = len(vectors)
     record = {"index": spec.label(), "kind": spec.kind, "n": rows}
     if spec.kind == "ivfpq" and rows < IVFPQ_MIN_ROWS:
-        return {**record, "skipped": f"ivfpq needs at least {IVFPQ_MIN_ROWS:,} rows to train"}
+        return _skipped(record, f"ivfpq needs at least {IVFPQ_MIN_ROWS:,} rows to train")
     if rows >= LARGE_ROWS and spec.kind in SKIPPED_WHEN_LARGE:
-        return {**record, "skipped": SKIPPED_WHEN_LARGE[spec.kind]}
+        return _skipped(record, SKIPPED_WHEN_LARGE[spec.kind])
 
     gallery = Gallery(vectors, [str(i) for i in range(rows)], {}, {"producer": "bench"})
     with tempfile.TemporaryDirectory(prefix="pokedge-bench-index-") as folder:
@@ -88,6 +93,12 @@ def measure_index(spec: IndexSpec, vectors: np.ndarray, queries: np.ndarray, exa
         "queries": int(len(queries)),
     })
     return record
+
+
+def _skipped(record: dict, reason: str) -> dict:
+    """Return a record with every figure None and the reason it was not measured."""
+    figures = dict.fromkeys(("ms_per_query", "recall_at_1", "memory_mb", "load_s", "build_s", "queries"))
+    return {**record, **figures, "skipped": reason}
 
 
 def _reload(gallery: Gallery, spec: IndexSpec, vectors: np.ndarray, folder: Path) -> tuple[float, GalleryIndex]:
