@@ -4,9 +4,12 @@ The object is split into parts of `part_size` bytes, fetched by up to
 `workers` threads with ranged GETs pinned to the object's ETag (If-Match), and
 written in place with pwrite. Beside the `.part` file, a `.part.json` sidecar
 records how many bytes of each part are on disk. The sidecar is rewritten
-after the data is fsynced, at most every half second (or every 4 MiB), and on
-every failure, so an interrupted download resumes from the recorded bytes.
-A process killed outright loses at most the last half second of each worker.
+only after an fsync of the data: every half second once 256 KiB are new, at
+the latest every 4 MiB, and whenever the download stops (failure, SIGTERM
+turned into an exception). An interrupted download resumes from the
+recorded bytes. A process killed outright re-downloads what arrived since
+the last checkpoint: under half a second of data on a slow link, and more
+when fsync cannot keep up with the network, as on loopback.
 
 A part that fails is retried from the byte where it stopped, with
 exponential backoff and jitter; the retry count resets whenever bytes arrive,
@@ -44,6 +47,8 @@ FILE_MODE = 0o644
 
 @dataclass(frozen=True)
 class TransferSettings:
+    """How one object is split and fetched."""
+
     workers: int = 4
     part_size: int = 8 << 20
     retries: int = 5  # retries of a part in a row without new bytes
