@@ -20,7 +20,7 @@ from pokedge.sync.errors import (ChecksumError, DiskSpaceError, LockError, Manif
                                  UnsafeKeyError, ValidationError)
 from pokedge.sync.lock import DataDirLock
 from pokedge.sync.runner import ACTIVATED, run_sync
-from pokedge.sync.transfer import partial_bytes
+from pokedge.sync.transfer import partial_bytes, partial_paths
 from pokedge.sync.versions import resolve_active
 
 from s3_server import (BUCKET, STUDENT, CuttingProxy, SeaweedServer, get_manifest, new_prefix, origin_manifest,
@@ -352,14 +352,17 @@ def test_killed_mid_download_resumes(project, tmp_path):
     plan = run_sync(project.config, dry_run=True).plan
     embeddings = next(f for f in plan.files if f.path.endswith("embeddings.npy"))
     # On loopback the whole file arrives in milliseconds, faster than the half-second checkpoint interval.
-    # So at 40 % every worker pauses for 0.7 s; the first chunk written after the pause checkpoints the
-    # download state, and the progress callback that follows kills the process.
+    # So at 40 % every worker pauses for 0.7 s, and the first progress report after a checkpoint of the
+    # download state has reached the disk kills the process.
+    sidecar = partial_paths(staged_file(project.config, plan.version_id))[1]
     patch = f"""
 import threading
+from pathlib import Path
+sidecar = Path({str(sidecar)!r})
 resume = threading.Event()
 phase = [0]
 def on_bytes(done):
-    if phase[0] == 2:
+    if phase[0] == 2 and sidecar.exists():
         die()
     if phase[0] == 0 and done > 0.4 * {embeddings.size}:
         phase[0] = 1

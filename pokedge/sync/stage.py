@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,12 +118,14 @@ def stage_version(plan: SyncPlan, config: SyncConfig, data_dir: Path, staging: P
         route, got = _place(action, dest, client, config, settings, progress)
         received += got
         linked += action.file.size if route == "link" else 0
-        recorded.append(VersionFile(action.file.path, action.file.key, action.file.size, file_sha256(dest),
+        # A file verified by sha256 has the manifest's checksum; others are hashed once here.
+        sha256 = action.file.sha256 or file_sha256(dest)
+        recorded.append(VersionFile(action.file.path, action.file.key, action.file.size, sha256,
                                     action.file.etag or None))
     if needed:
         progress.finish()
 
-    _write_contracts(plan, staging)
+    _write_contracts(plan, staging, {f.path: f.sha256 for f in recorded})
     _write_missing_gallery_manifests(plan, staging)
     info = _version_info(plan, config, recorded)
     write_version_info(staging, info)
@@ -194,9 +196,11 @@ def _link(source: Path, dest: Path) -> bool:
     return True
 
 
-def _write_contracts(plan: SyncPlan, staging: Path) -> None:
+def _write_contracts(plan: SyncPlan, staging: Path, checksums: dict[str, str]) -> None:
+    """Write each model's contract beside it, with the sha256 of the file as installed."""
     for model in filter(None, [plan.onnx, plan.hef]):
-        write_json(staging / model.folder / CONTRACT_FILE, model.contract.to_dict())
+        contract = replace(model.contract, sha256=checksums[model.file])
+        write_json(staging / model.folder / CONTRACT_FILE, contract.to_dict())
 
 
 def _write_missing_gallery_manifests(plan: SyncPlan, staging: Path) -> None:

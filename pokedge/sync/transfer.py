@@ -77,8 +77,8 @@ def partial_paths(dest: Path) -> tuple[Path, Path]:
 
 def partial_bytes(dest: Path, etag: str, size: int) -> int:
     """Return how many bytes of `dest` an earlier, interrupted download already holds."""
-    _, state_path = partial_paths(dest)
-    parts = _load_parts(state_path, etag, size)
+    part_path, state_path = partial_paths(dest)
+    parts = _load_parts(state_path, etag, size) if part_path.exists() else None
     return sum(min(p.done, p.length) for p in parts) if parts else 0
 
 
@@ -118,6 +118,11 @@ class _Download:
         self._fd = os.open(self.part_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             self._reserve_space()
+        except SyncError:
+            self._abandon()
+            raise
+
+        try:
             if pending:
                 _log.debug("%s: %d of %d parts to fetch", self.key, len(pending), len(self._parts))
                 self._fetch_all(pending)
@@ -127,6 +132,14 @@ class _Download:
             os.close(self._fd)
         os.chmod(self.part_path, FILE_MODE)
         return self.part_path
+
+    def _abandon(self) -> None:
+        """Close the file, and delete it when it holds no downloaded bytes, so a failed allocation frees its space."""
+        os.close(self._fd)
+        self._fd = -1
+        if not any(part.done for part in self._parts):
+            self.part_path.unlink(missing_ok=True)
+            self.state_path.unlink(missing_ok=True)
 
     def _resume_or_start(self) -> list[_Part]:
         parts = _load_parts(self.state_path, self.etag, self.size) if self.part_path.exists() else None
