@@ -8,7 +8,7 @@ the server fixture of tests/s3_server.py), uploads one random object, then:
    for one request) against pokedge's ranged parallel download, each
    repeated and the median taken. Prints both rates and the ratio.
 2. Resume after a cut: a TCP proxy drops every connection once half the
-   object has passed and refuses new ones, the download fails, then resumes
+   object has passed and rejects new ones, the download fails, then resumes
    through a healed proxy. Prints the bytes fetched twice.
 3. Resume after a kill: a child process is SIGKILLed when half the object
    has arrived, and a new download resumes from its saved state. Prints the
@@ -85,7 +85,7 @@ def measure_cut(server: SeaweedServer, workdir: Path, size: int, etag: str, sett
     first = ByteProgress(size)
     no_retry = TransferSettings(settings.workers, settings.part_size, retries=0, backoff_s=0.0)
     try:
-        proxy.cut_after(size // 2, refuse=True)
+        proxy.cut_after(size // 2, reject_new=True)
         try:
             download_object(client, BUCKET, KEY, dest, size, etag, no_retry, first)
             raise RuntimeError("the proxy did not cut the download")

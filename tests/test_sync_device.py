@@ -26,7 +26,7 @@ def test_identified_chip_is_remembered(hailo_node, monkeypatch, tmp_path):
     monkeypatch.setattr(device, "_identify_with_cli", lambda: "hailo8")
     assert device.detect_device("auto", tmp_path) == "hailo8"
 
-    # The daemon now holds the device, so identification fails; the remembered chip is used.
+    # The daemon now has the device open, so identification fails and the remembered chip is used.
     monkeypatch.setattr(device, "_identify_with_cli", lambda: None)
     assert device.detect_device("auto", tmp_path) == "hailo8"
 

@@ -1,6 +1,8 @@
-"""Faults during `pokedge sync`, each ending with the previously active version intact and a clear error:
-corrupt objects, cut connections, a stopped server, a full disk, bad manifests, unsafe keys, a model that
-does not fit its contract, and a process killed mid-way."""
+"""Faults during `pokedge sync`, each ending with the previously active version intact and a clear error.
+
+The faults: corrupt objects, cut connections, a stopped server, a full disk, bad manifests, unsafe keys,
+a model that does not fit its contract, and a process killed or stopped mid-way.
+"""
 
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ def test_cut_connection_then_resume(project, tmp_path):
     try:
         plan = run_sync(config, dry_run=True).plan
         embeddings = next(f for f in plan.files if f.path.endswith("embeddings.npy"))
-        proxy.cut_after(embeddings.size // 2, refuse=True)
+        proxy.cut_after(embeddings.size // 2, reject_new=True)
 
         with pytest.raises(TransferError) as caught:
             run_sync(config)
@@ -190,7 +192,7 @@ def project_on_tmpfs(s3_server, small_tmpfs, tmp_path):
     return Project(client, prefix, config, first)
 
 
-def test_disk_full_refused_before_download(project_on_tmpfs):
+def test_disk_full_rejected_before_download(project_on_tmpfs):
     with pytest.raises(DiskSpaceError) as caught:
         run_sync(project_on_tmpfs.config)
 

@@ -213,11 +213,13 @@ def test_origin_manifest_without_extension(s3_server, tmp_path, caplog):
     contract = load_contract(active.onnx_contract)
     assert contract.model_id == STUDENT_ID
     assert contract.file == "student_stage2_final.onnx"
-    assert contract.input.name == "input" and contract.output.name == "embeddings"
+    assert contract.input.name == "input"
+    assert contract.output.name == "embeddings"
     gallery = load_gallery(active.galleries[STUDENT_ID])
     assert gallery.producer == STUDENT_ID
     synced = {f.path.rsplit("/", 1)[-1] for f in result.plan.files}
-    assert "usearch.index" not in synced and "student_stage2_final.pt" not in synced
+    assert "usearch.index" not in synced
+    assert "student_stage2_final.pt" not in synced
     assert run_sync(config).status == UP_TO_DATE
 
 
@@ -232,7 +234,8 @@ def test_hailo_device_gets_hef_and_its_gallery(project, tmp_path):
     assert result.plan.hef is not None
     assert active.hef_contract is not None
     hef = load_contract(active.hef_contract)
-    assert hef.format == "hef" and hef.model_path.is_file()
+    assert hef.format == "hef"
+    assert hef.model_path.is_file()
     assert set(active.galleries) == {STUDENT_ID, HAILO_ID}
     check_compatible(load_gallery(active.galleries[HAILO_ID]), HAILO_ID, hef.output.dim)
 
@@ -266,5 +269,6 @@ def test_large_file_downloads_in_parallel_parts(s3_server, tmp_path):
     assert embeddings.size > 5 * config.part_size
     assert len(load_gallery(resolve_active(config.data_dir).galleries[STUDENT_ID])) == 2000
     staged = versions.versions_dir(config.data_dir)
-    assert not list(staged.rglob("*.part")) and not list(staged.rglob("*.part.json"))
+    assert not list(staged.rglob("*.part"))
+    assert not list(staged.rglob("*.part.json"))
 

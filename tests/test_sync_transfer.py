@@ -63,7 +63,7 @@ def test_cut_download_resumes_from_sidecar(blob, s3_server, tmp_path):
     dest = tmp_path / "blob.bin"
     proxy, cut_client = proxied_client(s3_server)
     try:
-        proxy.cut_after(len(data) // 2, refuse=True)
+        proxy.cut_after(len(data) // 2, reject_new=True)
         with pytest.raises(TransferError, match="kept"):
             download_object(cut_client, BUCKET, key, dest, len(data), etag, SETTINGS)
     finally:
@@ -82,7 +82,7 @@ def test_changed_object_restarts_download(blob, s3_server, tmp_path):
     dest = tmp_path / "blob.bin"
     proxy, cut_client = proxied_client(s3_server)
     try:
-        proxy.cut_after(len(data) // 2, refuse=True)
+        proxy.cut_after(len(data) // 2, reject_new=True)
         with pytest.raises(TransferError):
             download_object(cut_client, BUCKET, key, dest, len(data), etag, SETTINGS)
     finally:

@@ -52,7 +52,7 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", help="project prefix in the bucket (default project/pokemon-card-recognition/)")
     parser.add_argument("--region", help="AWS region of the bucket (default us-east-2)")
     parser.add_argument("--endpoint-url", help="URL of an S3-compatible endpoint, instead of AWS S3")
-    parser.add_argument("--data-dir", type=Path, help="folder that holds the installed versions "
+    parser.add_argument("--data-dir", type=Path, help="folder of the installed versions "
                                                       "(default $POKEDGE_DATA_DIR or ~/.local/share/pokedge)")
     parser.add_argument("--config", type=Path, help="TOML config file with a [sync] table "
                                                    "(default $POKEDGE_CONFIG, /etc/pokedge/sync.toml, "
@@ -159,7 +159,11 @@ def run_versions(args: argparse.Namespace) -> int:
     for row in rows:
         mark = "*" if row["active"] else " "
         size = f"{row['size'] / MIB:.1f} MiB" if row["size"] is not None else "-"
-        flags = " (incomplete)" if row["incomplete"] else " (rolled back)" if row["rolled_back"] else ""
+        flags = ""
+        if row["incomplete"]:
+            flags = " (incomplete)"
+        elif row["rolled_back"]:
+            flags = " (rolled back)"
         print(f"{mark} {row['version_id']:<32} {str(row['release'] or '-'):<22} {row['created_at'] or '-':<21} "
               f"{size:>10}  {', '.join(row['models'])}{flags}")
     return 0

@@ -41,7 +41,7 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """Where to sync from and to, and how hard to try."""
+    """Sync settings: the S3 source, the data folder, and the download and retry limits."""
 
     bucket: str = DEFAULT_BUCKET
     prefix: str = DEFAULT_PREFIX

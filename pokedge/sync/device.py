@@ -1,4 +1,4 @@
-"""Which Hailo chip, if any, this device has, and which HEF targets it can run."""
+"""Hailo chip detection, and the compatibility of HEF targets with chips."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pokedge.sync.files import write_json
 
 _log = logging.getLogger(__name__)
 
-# NOTE: HEFs compiled for the Hailo-8L are reported to run on the Hailo-8, not the reverse;
-# this is taken from vendor forum reports and not verified on hardware here.
+# NOTE: HEFs compiled for the Hailo-8L are reported to run on the Hailo-8, but not the reverse.
+# This comes from vendor forum reports and is not verified on hardware here.
 _RUNS_ON = {
     "hailo8l": {"hailo8l", "hailo8"},
     "hailo8": {"hailo8"},
@@ -28,7 +28,7 @@ def detect_device(setting: str = "auto", data_dir: Path | None = None) -> str:
     """Return "cpu", "hailo8" or "hailo8l"; `setting` other than "auto" is returned as is.
 
     A chip identified once is remembered in `<data_dir>/device.json`, because
-    identification fails while the daemon holds the device, and a device that
+    identification fails while the daemon has the device open, and a device that
     forgot its chip would sync a CPU-only version and back again.
     """
     if setting != "auto":
@@ -71,7 +71,7 @@ def _recall(cache: Path) -> str | None:
 
 
 def hef_runs_on(target: str, device: str) -> bool:
-    """Whether a HEF compiled for `target` can run on `device`."""
+    """Return whether a HEF compiled for `target` can run on `device`."""
     return device in _RUNS_ON.get(target.lower(), set())
 
 

@@ -1,6 +1,6 @@
 """The project manifest (`metadata/project_manifest.json`) and pokedge's extension of it.
 
-The original training tooling writes the manifest; pokedge reads the fields
+The original training tooling writes the manifest. pokedge reads the fields
 that tooling fixes (`models`, `model_lineage`, `datasets.reference`) and
 ignores the rest, so cost or training fields can change freely. A field that
 pokedge uses but that has the wrong type is rejected with ManifestError

@@ -2,7 +2,7 @@
 
 Only the `pokedge` block of `metadata/project_manifest.json` is rewritten;
 every other field stays as the training tooling wrote it. Objects are
-uploaded first and the manifest last, so a device never sees a manifest that
+uploaded first and the manifest last, so a device never reads a manifest that
 names objects not yet on the server. Galleries go under a folder per
 release (`data/reference/<gallery>/<release>/` by default), so publishing a
 new gallery never changes an object that a device may be downloading.
@@ -39,7 +39,7 @@ _UPLOAD_CONFIG = TransferConfig(multipart_threshold=64 << 20, multipart_chunksiz
 
 @dataclass
 class PublishRequest:
-    """What to publish for one model; a gallery alone (for a new card set) needs only `model` and `gallery`."""
+    """A publish request for one model. A gallery alone (for a new card set) needs only `model` and `gallery`."""
 
     model: str  # model name in the extension, e.g. efficientnet-student-stage2
     model_file: Path | None = None
@@ -196,7 +196,7 @@ def _check_onnx(contract: ModelContract, model_file: Path) -> None:
     finally:
         backend.close()
     if embedding.shape != (1, contract.output.dim):
-        raise ValidationError(f"{model_file} outputs {list(embedding.shape)}, its contract says [1, {contract.output.dim}]")
+        raise ValidationError(f"{model_file} outputs {list(embedding.shape)}, but its contract expects [1, {contract.output.dim}]")
 
 
 def _publish_gallery(client: Any, bucket: str, prefix: str, folder_path: Path, folder: str,

@@ -35,7 +35,7 @@ HELD = "held"  # the selected version was rolled back from; --force installs it 
 
 @dataclass
 class SyncResult:
-    """What a sync run found and did."""
+    """The outcome of one sync run: the plan, the status and the bytes moved."""
 
     status: str
     plan: SyncPlan
@@ -60,7 +60,7 @@ def run_sync(config: SyncConfig, *, dry_run: bool = False, check: bool = False, 
     """Bring the data folder to the version the manifest selects for this device.
 
     With `check` or `dry_run` no version is staged, installed or activated;
-    the result says whether an update exists and, for a dry run, how each
+    the result tells whether an update exists and, for a dry run, how each
     file would arrive.
     """
     data_dir = config.resolved_data_dir()

@@ -47,7 +47,7 @@ class RetryPolicy:
 
 
 def call_with_retries(action: Callable[[], T], what: str, policy: RetryPolicy) -> T:
-    """Run one S3 request, retrying connection faults, throttling and 5xx answers with backoff."""
+    """Run one S3 request, retrying connection faults, throttling and 5xx responses with backoff."""
     failures = 0
     while True:
         try:
@@ -63,7 +63,7 @@ def call_with_retries(action: Callable[[], T], what: str, policy: RetryPolicy) -
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What HEAD or a listing reports about one object."""
+    """Size, ETag and encryption of one object, from HEAD or a listing."""
 
     key: str
     size: int
@@ -142,7 +142,7 @@ def list_objects(client: Any, bucket: str, prefix: str, policy: RetryPolicy = Re
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether a failed request is worth retrying: connection faults, timeouts, throttling, 5xx."""
+    """Return whether a failed request is worth retrying: connection faults, timeouts, throttling, 5xx."""
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = exc.response.get("Error", {}).get("Code")

@@ -38,7 +38,7 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class FileAction:
-    """How one planned file will reach the staging folder."""
+    """The route by which one planned file reaches the staging folder."""
 
     file: PlannedFile
     route: str  # "staged", "link", "resume" or "download"

@@ -12,8 +12,8 @@ the last checkpoint: under half a second of data on a slow link, and more
 when fsync cannot keep up with the network, as on loopback.
 
 A part that fails is retried from the byte where it stopped, with
-exponential backoff and jitter; the retry count resets whenever bytes arrive,
-so a link that drops every few MiB still finishes.
+exponential backoff and jitter. The retry count resets whenever bytes
+arrive, so a link that drops every few MiB still finishes.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ FILE_MODE = 0o644
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """How one object is split and fetched."""
+    """Part size, parallel connections and retry limits of one download."""
 
     workers: int = 4
     part_size: int = 8 << 20
@@ -134,7 +134,7 @@ class _Download:
         return self.part_path
 
     def _abandon(self) -> None:
-        """Close the file, and delete it when it holds no downloaded bytes, so a failed allocation frees its space."""
+        """Close the file and delete it when it contains no downloaded bytes, so a failed allocation frees its space."""
         os.close(self._fd)
         self._fd = -1
         if not any(part.done for part in self._parts):

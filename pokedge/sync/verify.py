@@ -4,7 +4,7 @@ An ETag is the MD5 of the object for single-part uploads without SSE-KMS,
 and the MD5 of the part MD5s followed by "-<parts>" for multipart uploads.
 The part size of a multipart upload is not recorded, so common sizes are
 tried; when none reproduces the ETag, or the object is encrypted with KMS,
-only the size is checked and the result says so.
+only the size is checked and the returned method is "size".
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ _COMMON_PART_SIZES = (8 * MIB, 5 * MIB, 16 * MIB, 15 * MIB, 10 * MIB, 50 * MIB, 
 
 @dataclass(frozen=True)
 class Expected:
-    """What a file must match: always its size, and a sha256 or an ETag."""
+    """The expected size of a file, and its sha256 or ETag."""
 
     size: int
     sha256: str | None = None

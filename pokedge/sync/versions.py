@@ -8,7 +8,7 @@ Layout of the data folder (`--data-dir`, default `pokedge.paths.data_dir()`):
       .sync.lock                            flock held by a running sync or rollback
       versions/
         <version-id>/                       one complete, verified, validated version
-          version.json                      what this version holds (below)
+          version.json                      the files and contracts of this version (below)
           models/<model>/<model file>       e.g. student_stage2_final.onnx or a .hef
           models/<model>/contract.json      the model's I/O contract
           models/<model>/<extra files>      e.g. a parity record
