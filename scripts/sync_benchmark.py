@@ -94,9 +94,13 @@ def measure_cut(server: SeaweedServer, workdir: Path, size: int, etag: str, sett
         kept = partial_bytes(dest, etag, size)
         proxy.heal()
         _, second = download_object(client, BUCKET, KEY, dest, size, etag, settings)
+        wire = proxy.response_bytes
     finally:
         proxy.close()
-    return _resume_numbers(size, first.done, kept, second)
+    numbers = _resume_numbers(size, first.done, kept, second)
+    # Response bytes through the proxy in both runs, HTTP headers included, less the object itself.
+    numbers["wire_overhead_bytes"] = wire - size
+    return numbers
 
 
 def measure_kill(server: SeaweedServer, workdir: Path, size: int, etag: str, settings: TransferSettings) -> dict:
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name.replace('_', ' ')} at 50%: first run {numbers['first_run_bytes']} bytes, kept "
               f"{numbers['kept_bytes']}, second run {numbers['second_run_bytes']}, fetched twice "
               f"{numbers['refetched_bytes']} bytes ({100 * numbers['refetched_share']:.2f}% of the object)")
+    print(f"resume after cut: {results['resume_after_cut']['wire_overhead_bytes']} response bytes through the "
+          f"proxy beyond the object itself (HTTP headers and bytes in flight at the cut)")
     return 0
 
 

@@ -222,6 +222,7 @@ class CuttingProxy:
         self._reject_after_cut = False
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
+        self._dropped: list[socket.socket] = []
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -247,7 +248,9 @@ class CuttingProxy:
     def close(self) -> None:
         self._closed = True
         self._listener.close()
-        self._reset_all()
+        self._drop_all()
+        for sock in self._dropped:
+            sock.close()
 
     def _accept_loop(self) -> None:
         while not self._closed:
@@ -256,12 +259,12 @@ class CuttingProxy:
             except OSError:
                 return
             if self._reject_new:
-                _drop(downstream)
+                self._drop(downstream)
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
             except OSError:
-                _drop(downstream)
+                self._drop(downstream)
                 continue
             with self._lock:
                 self._sockets |= {downstream, upstream}
@@ -276,7 +279,7 @@ class CuttingProxy:
                     if data:
                         sink.sendall(data)
                     if cut:
-                        self._reset_all()
+                        self._drop_all()
                         return
                 else:
                     sink.sendall(data)
@@ -303,30 +306,27 @@ class CuttingProxy:
             self._reject_new = self._reject_after_cut
             return allowed, True
 
-    def _reset_all(self) -> None:
+    def _drop_all(self) -> None:
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
-            _drop(sock)
+            self._drop(sock)
 
+    def _drop(self, sock: socket.socket) -> None:
+        """End a connection mid-stream, as when a link drops: the peer reads what was sent, then hits the end.
 
-def _drop(sock: socket.socket) -> None:
-    """Close a connection mid-stream, as when a link drops: the peer reads what was sent, then hits the end.
-
-    shutdown() comes first because close() alone does not wake a thread
-    blocked in recv() on the same socket, and the peer would only notice at
-    its read timeout. A reset (SO_LINGER 0) is not used: it would also discard
-    bytes the peer has received but not yet read, making the cut point
-    depend on socket buffer timing.
-    """
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
+        shutdown() wakes a thread blocked in recv() on the socket, which
+        close() alone does not, so the peer notices at once and not at its
+        read timeout. The socket is closed only in `close()`: closing it
+        now could send a reset, which makes the peer discard bytes it has
+        received but not yet read.
+        """
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        with self._lock:
+            self._dropped.append(sock)
 
 
 # ---------------------------------------------------------------- models and galleries

@@ -5,7 +5,7 @@ The object is split into parts of `part_size` bytes, fetched by up to
 written in place with pwrite. Beside the `.part` file, a `.part.json` sidecar
 records how many bytes of each part are on disk. The sidecar is rewritten
 only after an fsync of the data: every half second once 256 KiB are new, at
-the latest every 4 MiB, and whenever the download stops (failure, SIGTERM
+the latest every 2 MiB, and whenever the download stops (failure, SIGTERM
 turned into an exception). An interrupted download resumes from the
 recorded bytes. A process killed outright re-downloads what arrived since
 the last checkpoint: under half a second of data on a slow link, and more
@@ -41,7 +41,7 @@ _log = logging.getLogger(__name__)
 CHUNK_SIZE = 256 << 10
 CHECKPOINT_SECONDS = 0.5
 CHECKPOINT_MIN_BYTES = 256 << 10
-CHECKPOINT_MAX_BYTES = 4 << 20
+CHECKPOINT_MAX_BYTES = 2 << 20
 FILE_MODE = 0o644
 
 
@@ -105,7 +105,11 @@ class _Download:
         self.part_path, self.state_path = partial_paths(dest)
         self.received = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        # _halt: start no new request (another part failed, or an interrupt). _abort: stop reading now
+        # (interrupt only). After a failure elsewhere, a worker still reads its current response to the
+        # end, because those bytes are kept for the next run.
+        self._halt = threading.Event()
+        self._abort = threading.Event()
         self._fd = -1
         self._parts: list[_Part] = []
         self._last_checkpoint = time.monotonic()
@@ -171,17 +175,18 @@ class _Download:
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             except BaseException:
-                self._stop.set()
+                self._abort.set()
+                self._halt.set()
                 raise
             failed = [f for f in done if f.exception() is not None]
             if failed:
-                self._stop.set()
+                self._halt.set()
                 wait(futures)
                 raise failed[0].exception()
 
     def _fetch_part(self, part: _Part) -> None:
         failures = 0
-        while not part.complete and not self._stop.is_set():
+        while not part.complete and not self._halt.is_set():
             offset = part.start + part.done
             error: BaseException | None = None
             try:
@@ -190,7 +195,7 @@ class _Download:
                 if not is_transient(exc) and not isinstance(exc, Urllib3Error):
                     raise describe_error(exc, self.bucket, self.key) from exc
                 error = exc
-            if part.complete or self._stop.is_set():
+            if part.complete or self._halt.is_set():
                 return
 
             progressed = part.start + part.done > offset
@@ -209,7 +214,7 @@ class _Download:
         body = response["Body"]
         try:
             for chunk in body.iter_chunks(CHUNK_SIZE):
-                if self._stop.is_set():
+                if self._abort.is_set():
                     return
                 if len(chunk) > part.length - part.done:
                     raise TransferError(f"s3://{self.bucket}/{self.key}: the server sent more bytes than the "
@@ -296,7 +301,7 @@ class _Download:
         delay = RetryPolicy(self.settings.retries, self.settings.backoff_s).delay(failures)
         _log.warning("retrying s3://%s/%s from byte %d in %.1f s (retry %d of %d) after: %s",
                      self.bucket, self.key, offset, delay, failures, self.settings.retries, reason)
-        self._stop.wait(delay)
+        self._halt.wait(delay)
 
 
 def _load_parts(state_path: Path, etag: str, size: int) -> list[_Part] | None:
