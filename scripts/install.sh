@@ -13,7 +13,9 @@
 #   3. a copy of this checkout in $PREFIX/src, and a venv in $PREFIX/venv created with
 #      --system-site-packages so the apt-installed picamera2 and hailo_platform are importable.
 #   4. /etc/pokedge/config.toml, written only when missing (an existing one is kept).
-#   5. /etc/systemd/system/pokedge.service, then daemon-reload, enable and start.
+#   5. the units of systemd/ (pokedge.service, and pokedge-sync.service and .timer when present) in
+#      /etc/systemd/system, then daemon-reload, enable and start pokedge.service. The sync timer
+#      needs S3 settings and credentials first, so it is installed but not enabled.
 set -euo pipefail
 
 PREFIX=/opt/pokedge
@@ -132,13 +134,17 @@ else
     chmod 0644 "$CONFIG_DIR/config.toml"
 fi
 
-step "systemd unit"
-if [ "$DRY_RUN" = 1 ]; then
-    echo "+ install systemd/pokedge.service as $UNIT_DIR/pokedge.service (ExecStart under $PREFIX)"
-else
-    sed "s|/opt/pokedge|$PREFIX|g" "$SOURCE_DIR/systemd/pokedge.service" > "$UNIT_DIR/pokedge.service"
-    chmod 0644 "$UNIT_DIR/pokedge.service"
-fi
+step "systemd units"
+for unit in "$SOURCE_DIR"/systemd/*.service "$SOURCE_DIR"/systemd/*.timer; do
+    [ -f "$unit" ] || continue
+    name="$(basename "$unit")"
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "+ install systemd/$name as $UNIT_DIR/$name (paths under $PREFIX)"
+    else
+        sed "s|/opt/pokedge|$PREFIX|g" "$unit" > "$UNIT_DIR/$name"
+        chmod 0644 "$UNIT_DIR/$name"
+    fi
+done
 run systemctl daemon-reload
 run systemctl enable pokedge.service
 if [ "$START" = 1 ]; then
@@ -152,6 +158,8 @@ pokedge is installed.
   logs:     journalctl -u pokedge -f
   health:   curl http://127.0.0.1:8765/health
   settings: $CONFIG_DIR/config.toml (then: sudo systemctl restart pokedge)
-  after 'sudo -u $SERVICE_USER $PREFIX/venv/bin/pokedge sync --data-dir /var/lib/pokedge': sudo systemctl reload pokedge
+  daily sync: set up /etc/pokedge/sync.toml and credentials (docs/sync.md), then
+            sudo systemctl enable --now pokedge-sync.timer
+  reload after a manual sync: sudo systemctl reload pokedge
 For the Hailo NPU: sudo apt install dkms hailo-all, reboot, then check with 'pokedge doctor'.
 EOF

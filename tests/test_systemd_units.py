@@ -112,6 +112,8 @@ def test_install_dry_run_steps():
     assert "python3 -m venv --system-site-packages /opt/pe/venv" in out
     assert "/opt/pe/venv/bin/pip install -e /opt/pe/src" in out
     assert "systemctl enable pokedge.service" in out
+    assert "install systemd/pokedge.service as /etc/systemd/system/pokedge.service" in out
+    assert "enable --now pokedge-sync.timer" not in out.split("pokedge is installed")[0]
     assert "+ systemctl restart pokedge.service" not in out
 
 

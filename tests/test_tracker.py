@@ -52,8 +52,9 @@ def make(**config) -> Clock:
 def test_confirms_after_k_agreeing_frames():
     clock = make(confirm_frames=3)
 
-    assert clock.step(card("base1-4")) == []
+    assert clock.step(card("base1-4")) == []  # first sighting: not yet known to lie still
     assert clock.tracker.state == STABILIZING
+    assert clock.step(card("base1-4")) == []
     assert clock.step(card("base1-4")) == []
     events = clock.step(card("base1-4"))
 
@@ -73,7 +74,7 @@ def test_confirmed_card_emitted_once_while_present():
 
 def test_k_is_configurable():
     clock = make(confirm_frames=5, unknown_frames=10)
-    for _ in range(4):
+    for _ in range(5):
         clock.step(card("base1-4"))
     assert clock.events == []
     clock.step(card("base1-4"))
@@ -87,6 +88,18 @@ def test_flickering_predictions_never_confirm():
 
     assert CONFIRMED not in [kind for kind, _ in clock.kinds()]
     assert clock.tracker.state == STABILIZING
+
+
+def test_moving_card_does_not_confirm():
+    clock = make(confirm_frames=3, unknown_frames=100)
+    for i in range(6):  # partial views of a card dragged by hand, all agreeing on one (wrong) card
+        clock.step(card("base1-39", at=quad(x=400 - 30 * i)))
+    assert clock.events == []
+
+    clock = make(confirm_frames=3, unknown_frames=100, confirm_still_only=False)
+    for i in range(6):
+        clock.step(card("base1-39", at=quad(x=400 - 30 * i)))
+    assert clock.kinds() == [(CONFIRMED, "base1-39")]
 
 
 def test_one_disagreeing_frame_resets_the_count():
@@ -103,6 +116,7 @@ def test_one_disagreeing_frame_resets_the_count():
 
 def test_fused_score_decides_not_each_frame():
     clock = make(confirm_frames=3)
+    clock.step(card("base1-4", score=0.4))  # lands
     clock.step(card("base1-4", score=0.95))
     clock.step(card("base1-4", score=0.75))  # this frame alone is below the threshold
     clock.step(card("base1-4", score=0.9))   # mean 0.867 >= 0.8
@@ -179,7 +193,7 @@ def test_card_leaves_and_returns_confirmed_again():
     clock.step()
     assert clock.kinds()[-1] == (LEFT, "base1-4")
     assert clock.tracker.state == NO_CARD
-    for _ in range(3):
+    for _ in range(4):
         clock.step(card("base1-4"))
 
     assert clock.kinds() == [(CONFIRMED, "base1-4"), (LEFT, "base1-4"), (CONFIRMED, "base1-4")]
@@ -218,6 +232,37 @@ def test_next_card_on_the_same_spot():
     assert clock.kinds() == [(CONFIRMED, "base1-4"), (LEFT, "base1-4"), (CONFIRMED, "base1-5")]
     assert clock.events[0].track_id != clock.events[2].track_id
     assert len(clock.tracker.tracks) == 1
+
+
+def test_fast_moving_confirmed_card_followed_by_id():
+    clock = make(confirm_frames=3, leave_frames=4)
+    for _ in range(4):
+        clock.step(card("base1-4", at=quad(x=300)))
+    for x in (180, 60, 0):  # slid out 120 px a frame: no quad overlap between frames
+        clock.step(card("base1-4", at=quad(x=x)))
+
+    assert clock.kinds() == [(CONFIRMED, "base1-4")]
+    assert len(clock.tracker.tracks) == 1
+
+
+def test_new_track_of_moved_card_merges():
+    clock = make(confirm_frames=3, leave_frames=4)
+    for _ in range(4):
+        clock.step(card("base1-4", at=quad(x=300)))
+    clock.step(card("base1-4", score=0.5, status="unknown", at=quad(x=180)))  # blurred: starts a new track
+    for _ in range(3):
+        clock.step(card("base1-4", at=quad(x=175)))  # sharp again, continuing the new track by IoU
+
+    assert clock.kinds() == [(CONFIRMED, "base1-4")]
+    assert len(clock.tracker.tracks) == 1
+
+
+def test_two_copies_of_a_card_both_confirmed():
+    clock = make(confirm_frames=3)
+    for _ in range(4):
+        clock.step(card("base1-4", at=quad(x=20)), card("base1-4", at=quad(x=300)))
+
+    assert clock.kinds() == [(CONFIRMED, "base1-4"), (CONFIRMED, "base1-4")]
 
 
 def test_repeated_unknown_at_same_spot_suppressed():

@@ -2,10 +2,10 @@
 
 A frame source yields BGR uint8 frames (OpenCV channel order, which the
 recognition pipeline expects) with a monotonic timestamp. `read(timeout)`
-returns within about `timeout` seconds: it raises CaptureTimeout on a stall,
-CorruptFrame for a frame that arrived but cannot be used (the caller skips
-it), EndOfStream when a file or folder has no more frames, and
-SourceUnavailable when the device is absent, busy or gone.
+returns within about `timeout` seconds or raises one of four errors.
+CaptureTimeout means a stall, and CorruptFrame a frame that arrived but
+cannot be used (the caller skips it). EndOfStream means a file or folder has
+no more frames, and SourceUnavailable that the device is absent, busy or gone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pokedge.errors import PokedgeError
 
 
 class CaptureError(PokedgeError):
-    """A frame source failed; subclasses say how."""
+    """A frame source failed; the subclass names the kind of failure."""
 
 
 class SourceUnavailable(CaptureError):
@@ -52,7 +52,7 @@ class Frame:
 
 @dataclass
 class SourceHealth:
-    """What a source reports about itself; `state` is one of ok, degraded, ended, closed."""
+    """A source's report on itself; `state` is one of ok, degraded, ended, closed."""
 
     state: str
     detail: str = ""
@@ -89,9 +89,9 @@ class FrameSource(Protocol):
 def check_frame(image: Any, source: str, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Return `image` as a C-contiguous BGR uint8 array, or raise CorruptFrame naming the fault.
 
-    `expected_shape` is the shape of the frames the source delivered so far; a
-    frame of another size within one session is corrupt (a torn buffer), not a
-    new stream format.
+    `expected_shape` is the shape of the frames the source delivered so far. A
+    frame of another size within one session is corrupt (a torn buffer), because
+    a stream does not change its format without being reopened.
     """
     if not isinstance(image, np.ndarray):
         raise CorruptFrame(f"{source}: frame is {type(image).__name__}, not an image array")

@@ -101,6 +101,11 @@ class FolderSource:
         self._open = False
 
     def health(self) -> SourceHealth:
-        state = "ended" if self._ended else ("ok" if self._open else "closed")
+        if self._ended:
+            state = "ended"
+        elif self._open:
+            state = "ok"
+        else:
+            state = "closed"
         return SourceHealth(state, f"{len(self._files)} images", self._frames, self._corrupt, self._dropped,
                             {"position": self._position, "loop": self.loop})

@@ -3,7 +3,7 @@
 A video file plays at its native frame rate (or as fast as possible) and can
 loop. A webcam or stream is read on a reader thread that owns the
 VideoCapture, because `VideoCapture.read` has no timeout of its own and can
-block for good on a dead stream; `read(timeout)` waits on that thread.
+block for good on a dead stream. `read(timeout)` waits for that thread.
 """
 
 from __future__ import annotations
@@ -326,8 +326,8 @@ class OpenCVCameraSource:
         self._stop.set()
         thread.join(timeout=2.0)
         if thread.is_alive():
-            # NOTE: a VideoCapture blocked inside read() cannot be interrupted from Python; the daemon
-            # thread is left behind and ends with the process or when the read returns.
+            # NOTE: a VideoCapture blocked inside read() cannot be interrupted from Python. The daemon
+            # thread is left behind and ends when the read returns or the process exits.
             _log.warning("%s: the reader thread is still blocked in VideoCapture.read; leaving it behind", self.name)
 
     def health(self) -> SourceHealth:

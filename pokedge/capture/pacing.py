@@ -12,8 +12,8 @@ class Pacer:
 
     In real time, frame `n` of a pass is due `n / fps` seconds after the pass
     started. A reader that falls behind skips to the frame due now, as a live
-    camera drops the frames nobody collected; one that is ahead waits. With
-    `realtime=False` every frame is delivered at once, in order.
+    camera drops the frames that were not read in time. A reader that is ahead
+    waits. With `realtime=False` every frame is delivered at once, in order.
     """
 
     def __init__(self, fps: float, realtime: bool = True):

@@ -7,7 +7,7 @@ and reaches the pokedge venv through --system-site-packages.
 Format names follow libcamera/DRM, which read the pixel MSB first, so the
 memory order is reversed: "RGB888" arrives as B,G,R bytes and "BGR888" as
 R,G,B (picamera2 request.py, FORMAT_TABLE). The pipeline takes OpenCV-style
-BGR frames, so the main stream asks for RGB888 and is used without a copy.
+BGR frames, so the main stream requests RGB888 and is used without a copy.
 Other formats are converted on capture.
 """
 
@@ -54,8 +54,9 @@ class Picamera2Options:
     lores_format: str = "YUV420"
     fps: float = 30.0
     buffer_count: int = 4
-    # continuous: refocus whenever the scene changes (cards come and go); auto: one scan at start and on
-    # trigger_autofocus(); manual: fixed lens_position in dioptres (1 / metres, 0 is infinity); off: leave it.
+    # "continuous" refocuses whenever the scene changes, as cards come and go. "auto" scans once at start
+    # and on trigger_autofocus(). "manual" holds lens_position in dioptres (1 / metres, 0 is infinity).
+    # "off" leaves the camera's own setting.
     af_mode: str = "continuous"
     lens_position: float | None = None
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pokedge.capture.base import (CaptureError, CaptureTimeout, CorruptFrame, EndOfStream, Frame, FrameSource,
                                   SourceHealth, now)
+from pokedge.service.ratelimit import RateLimitedLog
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class SupervisedSource:
         self.last_frame_at: float | None = None
         self.last_error: str | None = None
         self.last_recovery_s: float | None = None
+        self._corrupt_log = RateLimitedLog(_log, 60.0)
 
     @property
     def state(self) -> str:
@@ -87,7 +89,8 @@ class SupervisedSource:
             return self._on_timeout(exc)
         except CorruptFrame as exc:
             self.corrupt_frames += 1
-            _log.warning("%s: corrupt frame skipped (%d so far): %s", self.name, self.corrupt_frames, exc)
+            self._corrupt_log.warning("corrupt", "%s: corrupt frame skipped (%d so far): %s", self.name,
+                                      self.corrupt_frames, exc)
             return None
         except EndOfStream:
             self._set_state("ended", "the file or folder has no more frames")

@@ -9,8 +9,8 @@ The HTTP API, the scan log writer and a reload each have their own thread.
   then runs degraded and keeps reopening the camera).
 - WATCHDOG=1 is sent from the loop only, so a hung loop stops the pings
   and systemd restarts the service.
-- SIGTERM and SIGINT stop the loop after the current frame; the stop takes
-  well under 5 s (one frame, one read timeout, the scan log flush).
+- SIGTERM and SIGINT stop the loop after the current frame. The stop takes
+  well under 5 s: at most one frame, one read timeout and the scan log flush.
 - SIGHUP reloads model and gallery on a worker thread; the camera stays
   open and the loop keeps running on the old recognizer until the swap.
 """
@@ -322,6 +322,8 @@ class Daemon:
                               self.loaded.recognizer.backend.name, self.source.name)
 
     def _report_status(self) -> None:
+        if self.fps.stale(self.fps.idle_after):
+            self.metrics.fps.set(0.0)
         clock = time.monotonic()
         camera_state = self.source.state
         if clock - self._last_status < self.config.status_interval and camera_state == self._last_camera_state:
@@ -355,7 +357,12 @@ class Daemon:
         if self.errors_in_row:
             reasons.append(f"recognition failed on the last {self.errors_in_row} frame(s)")
 
-        status = "ok" if not reasons else ("starting" if not self._ready else "degraded")
+        if not reasons:
+            status = "ok"
+        elif not self._ready:
+            status = "starting"
+        else:
+            status = "degraded"
         return not reasons, {"status": status, "reasons": reasons, "camera": source.state,
                              "backend": self.loaded.recognizer.backend.name if self.loaded else None,
                              "fps": round(self.fps.fps, 2)}

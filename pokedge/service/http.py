@@ -39,7 +39,7 @@ ENDPOINTS = {
 
 
 class ServiceApi(Protocol):
-    """What the HTTP API reads from the running service."""
+    """The running service, as the HTTP API reads it."""
 
     bus: EventBus
     scanlog: ScanLog | None
@@ -112,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(path, query)
         except (BrokenPipeError, ConnectionResetError):
             _log.debug("client %s went away during %s", self.address_string(), path)
-        except Exception:  # a handler bug must answer 500, not kill the connection thread silently
+        except Exception:  # a handler bug must respond with 500, not end the connection thread silently
             _log.exception("HTTP %s failed", self.path)
             self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error; see the service log"})
 

@@ -31,8 +31,8 @@ def wait_for_card(recognizer: Recognizer, source: SupervisedSource, timeout: flo
     """Recognize frames until a card is confirmed or `timeout` seconds pass.
 
     A card reported unknown or low confidence gets `unknown_grace` more
-    seconds to confirm (its first frames may have been blurred); after that,
-    or at the timeout, the unsure decision is returned.
+    seconds to confirm, because its first frames may have been blurred. After
+    that, or at the timeout, the unsure decision is returned.
     """
     tracker = CardTracker(recognizer.thresholds, config)
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""Where a card decision goes: the event stream, one journal line, the scan log and the counters.
+"""Publishing card decisions to the event stream, the journal (one line), the scan log and the counters.
 
 The event stream comes first, so events still reach clients when the scan
 log cannot be written (disk full).

@@ -5,7 +5,7 @@ while the frame loop writes) and `images/YYYY-MM-DD/*.jpg` (the warped card
 of unknown and low-confidence scans). Writes go through one writer thread,
 so a slow SD card never stalls the frame loop. A failed write (disk full,
 read-only file system) keeps the record in memory and retries every few
-seconds; the error is logged once a minute, not once per record.
+seconds. The error is logged once a minute, not once per record.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ScanLogError(PokedgeError):
 
 
 class ScanLog:
-    """Appends scan records from the frame loop and answers queries from any thread."""
+    """Appends scan records from the frame loop and runs queries from any thread."""
 
     def __init__(self, folder: Path | str, *, save_images: bool = True, min_free_bytes: int = 200 * 1024 * 1024,
                  max_pending: int = 10_000, connect: Callable[..., sqlite3.Connection] = sqlite3.connect,

@@ -15,17 +15,18 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class FpsMeter:
-    """Frames per second over the last `window` frames."""
+    """Frames per second over the last `window` frames; 0 once no frame came for `idle_after` seconds."""
 
-    def __init__(self, window: int = 30):
+    def __init__(self, window: int = 30, idle_after: float = 2.0):
         self._times: deque[float] = deque(maxlen=window)
+        self.idle_after = idle_after
 
     def tick(self, clock: float | None = None) -> None:
         self._times.append(time.monotonic() if clock is None else clock)
 
     @property
     def fps(self) -> float:
-        if len(self._times) < 2:
+        if len(self._times) < 2 or self.stale(self.idle_after):
             return 0.0
         span = self._times[-1] - self._times[0]
         return (len(self._times) - 1) / span if span > 0 else 0.0

@@ -5,9 +5,11 @@ its quad. A track is in one state:
 
 - `stabilizing`: seen, but no decision yet.
 - `confirmed`: the same card id was top-1 in `confirm_frames` (K) consecutive
-  frames and the fused score (the mean of those K top-1 scores, and of their
-  name margins) reaches the calibrated match threshold. Predictions that
-  change from frame to frame never confirm.
+  frames in which the card lay still, and the fused score (the mean of those
+  K top-1 scores, and of their name margins) reaches the calibrated match
+  threshold. Predictions that change from frame to frame never confirm, and
+  neither does a card still moving under the hand, whose partial views can
+  agree on a wrong card.
 - `low_confidence`: the card lay still for `unknown_frames` frames without
   confirming, but its last K frames agree on one card whose fused score is
   just below the threshold (within `low_confidence_band`) or whose margin
@@ -53,6 +55,8 @@ class TrackerConfig:
     """How many frames make a decision, and how quads are matched between frames."""
 
     confirm_frames: int = 3
+    # Only frames in which the quad did not move count towards a confirmation; False also counts moving ones.
+    confirm_still_only: bool = True
     # Frames a card must lie still without confirming before it is reported unknown or low confidence.
     unknown_frames: int = 6
     match_iou: float = 0.3  # minimum quad IoU that continues a track in the next frame
@@ -168,6 +172,8 @@ class CardTracker:
             track = self._start(card.quad, frame, timestamp)
             events.extend(self._advance(track, card, frame, timestamp))
         for track in unseen:
+            if track not in self.tracks:
+                continue  # merged into a track that confirmed the same card in this frame
             track.missed += 1
             if track.missed >= self.config.leave_frames:
                 events.append(self._leave(track, frame, timestamp))
@@ -178,7 +184,12 @@ class CardTracker:
         self.tracks = []
 
     def _associate(self, cards: list[CardResult]) -> tuple[list[tuple[Track, CardResult]], list[CardResult], list[Track]]:
-        """Pair tracks and cards greedily by quad IoU, highest first."""
+        """Pair tracks and cards greedily by quad IoU, highest first, then confirmed tracks by card id.
+
+        The second pass follows a confirmed card that moved too far in one
+        frame for its quads to overlap (slid away by hand, or seen only in
+        part under a finger in the previous frame).
+        """
         candidates = []
         for ti, track in enumerate(self.tracks):
             for ci, card in enumerate(cards):
@@ -196,6 +207,16 @@ class CardTracker:
             used_tracks.add(ti)
             used_cards.add(ci)
             pairs.append((self.tracks[ti], cards[ci]))
+
+        for ti, track in enumerate(self.tracks):
+            if ti in used_tracks or track.state != CONFIRMED:
+                continue
+            for ci, card in enumerate(cards):
+                if ci not in used_cards and card.status == MATCH and card.card_id == track.card_id:
+                    used_tracks.add(ti)
+                    used_cards.add(ci)
+                    pairs.append((track, card))
+                    break
 
         new_cards = [card for ci, card in enumerate(cards) if ci not in used_cards]
         unseen = [track for ti, track in enumerate(self.tracks) if ti not in used_tracks]
@@ -247,6 +268,8 @@ class CardTracker:
         card_id = window[0].card_id
         if card_id is None or any(obs.card_id != card_id for obs in window):
             return None
+        if self.config.confirm_still_only and not all(obs.settled for obs in window):
+            return None
 
         score = sum(obs.score for obs in window) / k
         margin = sum(obs.margin for obs in window) / k
@@ -257,6 +280,8 @@ class CardTracker:
     def _confirm(self, track: Track, agreed: tuple[str, float, float], frame: int, timestamp: float) -> list[TrackEvent]:
         card_id, score, margin = agreed
         if track.state == CONFIRMED and track.card_id == card_id:
+            return []
+        if self._take_over_twin(track, card_id, frame):
             return []
 
         events: list[TrackEvent] = []
@@ -271,6 +296,26 @@ class CardTracker:
         events.append(self._event(CONFIRMED, track, card_id, score, margin, self.config.confirm_frames, frame, timestamp))
         _log.debug("track %d confirmed %s at frame %d (score %.3f)", track.track_id, card_id, frame, score)
         return events
+
+    def _take_over_twin(self, track: Track, card_id: str, frame: int) -> bool:
+        """Merge `track` into a track that confirmed the same card and is not seen in this frame.
+
+        That is the same card, moved faster than quad IoU can follow; it has
+        not left, so it is not confirmed again. Two copies of a card in view
+        at once are both seen in the frame and stay separate.
+        """
+        twin = next((t for t in self.tracks if t is not track and t.state == CONFIRMED and t.card_id == card_id
+                     and t.last_frame < frame), None)
+        if twin is None:
+            return False
+        self.tracks.remove(twin)
+        track.state = CONFIRMED
+        track.card_id = card_id
+        track.emitted |= twin.emitted
+        track.first_seen = twin.first_seen
+        _log.debug("track %d continues track %d (%s), which moved out of its quad at frame %d", track.track_id,
+                   twin.track_id, card_id, frame)
+        return True
 
     def _continue_as_new(self, old: Track, frame: int) -> Track:
         """Start a track that keeps the old track's last K frames, which agree on the new card."""
