@@ -302,8 +302,10 @@ class CuttingProxy:
             self.response_bytes += len(allowed)
             if self._budget > 0:
                 return allowed, False
-            self._budget = None
+            # With reject_new the budget stays at 0, so connections not yet dropped forward nothing more.
+            # Without it, traffic passes freely again after this one cut.
             self._reject_new = self._reject_after_cut
+            self._budget = 0 if self._reject_after_cut else None
             return allowed, True
 
     def _drop_all(self) -> None:

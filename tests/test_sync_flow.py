@@ -271,4 +271,5 @@ def test_large_file_downloads_in_parallel_parts(s3_server, tmp_path):
     staged = versions.versions_dir(config.data_dir)
     assert not list(staged.rglob("*.part"))
     assert not list(staged.rglob("*.part.json"))
+    assert not list(staged.rglob("*.part.written"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 
@@ -103,6 +104,51 @@ def test_stale_etag_fails_clearly(blob, tmp_path):
     with pytest.raises(TransferError, match="changed on the server"):
         download_object(client, BUCKET, key, tmp_path / "blob.bin", len(data), '"0123456789abcdef0123456789abcdef"',
                         SETTINGS)
+
+
+def cut_download(s3_server, key: str, dest, data: bytes, etag: str) -> None:
+    """Download half of the object through a proxy that then drops and rejects every connection."""
+    proxy, cut_client = proxied_client(s3_server)
+    try:
+        proxy.cut_after(len(data) // 2, reject_new=True)
+        with pytest.raises(TransferError):
+            download_object(cut_client, BUCKET, key, dest, len(data), etag, SETTINGS)
+    finally:
+        proxy.close()
+
+
+def test_written_record_trusted_same_boot(blob, s3_server, tmp_path):
+    client, key, data, etag = blob
+    dest = tmp_path / "blob.bin"
+    cut_download(s3_server, key, dest, data, etag)
+    _, state_path = partial_paths(dest)
+    state = json.loads(state_path.read_text())
+    synced = sum(part[2] for part in state["parts"])
+    # Pretend the last fsync checkpoint recorded nothing, as after a kill right after the first chunks.
+    state["parts"] = [[start, end, 0] for start, end, _ in state["parts"]]
+    state_path.write_text(json.dumps(state))
+
+    assert synced > 0
+    assert partial_bytes(dest, etag, len(data)) == synced
+
+
+def test_written_record_ignored_after_reboot(blob, s3_server, tmp_path):
+    client, key, data, etag = blob
+    dest = tmp_path / "blob.bin"
+    cut_download(s3_server, key, dest, data, etag)
+    _, state_path = partial_paths(dest)
+    written_path = state_path.with_name("blob.bin.part.written")
+    record = json.loads(written_path.read_text())
+    record["boot_id"] = "another-boot"
+    written_path.write_text(json.dumps(record))
+    state = json.loads(state_path.read_text())
+    state["parts"] = [[start, end, 0] for start, end, _ in state["parts"]]
+    state_path.write_text(json.dumps(state))
+
+    assert partial_bytes(dest, etag, len(data)) == 0
+    part, received = download_object(client, BUCKET, key, dest, len(data), etag, SETTINGS)
+    assert received == len(data)
+    assert part.read_bytes() == data
 
 
 def test_damaged_sidecar_restarts(blob, tmp_path):

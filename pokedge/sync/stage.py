@@ -26,7 +26,7 @@ from pokedge.sync.files import DIR_MODE, FILE_MODE, fsync_dir, make_dir, write_j
 from pokedge.sync.keys import local_path
 from pokedge.sync.plan import CONTRACT_FILE, PlannedFile, SyncPlan
 from pokedge.sync.progress import ByteProgress
-from pokedge.sync.transfer import TransferSettings, download_object, partial_bytes, partial_paths
+from pokedge.sync.transfer import TransferSettings, download_object, partial_bytes, remove_partial
 from pokedge.sync.verify import Expected, verify_file
 from pokedge.sync.versions import (VersionFile, VersionInfo, installed_versions, now_utc, version_path,
                                    write_version_info)
@@ -152,20 +152,18 @@ def _place(action: FileAction, dest: Path, client: Any, config: SyncConfig, sett
         dest.unlink(missing_ok=True)
 
     progress.start_file(planned.path)
-    part_path, state_path = partial_paths(dest)
     part, received = download_object(client, config.bucket, planned.key, dest, planned.size, planned.etag,
                                      settings, progress)
     try:
         method = verify_file(part, expected, name)
     except ChecksumError:
-        part.unlink(missing_ok=True)
-        state_path.unlink(missing_ok=True)
+        remove_partial(dest)
         raise
     if method == "size":
         _log.warning("%s: checked by size only (its ETag is not an MD5 pokedge can reproduce)", name)
 
     os.replace(part, dest)
-    state_path.unlink(missing_ok=True)
+    remove_partial(dest)
     return "download", received
 
 
