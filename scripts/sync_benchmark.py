@@ -135,8 +135,8 @@ download_object(s3_client({server.endpoint!r}), BUCKET, {KEY!r}, __import__("pat
 
 
 def _resume_numbers(size: int, first: int, kept: int, second: int) -> dict:
-    # After a kill, `first` is the count when the kill was sent; workers may write a little more before it
-    # lands, so the sum can fall short of the size. Bytes fetched twice are never negative.
+    # After a kill, `first` is the count when the kill was sent. Workers may write a little more before it
+    # lands, so the sum can fall short of the size, and bytes fetched twice are clamped at zero.
     refetched = max(0, first + second - size)
     return {"first_run_bytes": first, "kept_bytes": kept, "second_run_bytes": second,
             "refetched_bytes": refetched, "refetched_share": round(refetched / size, 4)}

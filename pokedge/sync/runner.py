@@ -59,9 +59,9 @@ def run_sync(config: SyncConfig, *, dry_run: bool = False, check: bool = False, 
              client: Any = None, on_bytes: Callable[[int], None] | None = None) -> SyncResult:
     """Bring the data folder to the version the manifest selects for this device.
 
-    With `check` or `dry_run` no version is staged, installed or activated;
-    the result tells whether an update exists and, for a dry run, how each
-    file would arrive.
+    With `check` or `dry_run` no version is staged, installed or activated.
+    The result's status then reports whether an update exists, and for a
+    dry run its actions list how each file would arrive.
     """
     data_dir = config.resolved_data_dir()
     versions.ensure_layout(data_dir)
@@ -137,7 +137,7 @@ def _sync_locked(config: SyncConfig, data_dir: Path, client: Any, force: bool,
         staged = stage_version(plan, config, data_dir, staging, client, on_bytes=on_bytes)
         result.received_bytes = staged.received_bytes
         result.linked_bytes = staged.linked_bytes
-        _validate_or_discard(staging, staged.info, data_dir)
+        _validate_or_discard(staging, staged.info)
         versions.install_staged(data_dir, plan.version_id)
 
     versions.activate(data_dir, plan.version_id)
@@ -171,7 +171,7 @@ def _reuse_installed(plan: SyncPlan, data_dir: Path) -> bool:
     return False
 
 
-def _validate_or_discard(staging: Path, info: versions.VersionInfo, data_dir: Path) -> None:
+def _validate_or_discard(staging: Path, info: versions.VersionInfo) -> None:
     try:
         validate_version(staging, info)
     except ValidationError:
