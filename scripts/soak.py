@@ -136,7 +136,7 @@ def make_stack_video(cards: list[tuple[str, np.ndarray]], path: Path, fps: float
 
 
 def _rest_quad(rng: np.random.Generator, frame_size: tuple[int, int]) -> np.ndarray:
-    """Where a card comes to rest: near the centre, turned a few degrees, TL TR BR BL."""
+    """Pick where a card comes to rest: near the centre, turned a few degrees; corners TL TR BR BL."""
     height = CARD_HEIGHT_SHARE * frame_size[1]
     width = height * 63 / 88
     centre = np.array(frame_size, np.float32) / 2 + rng.uniform(-0.05, 0.05, 2) * frame_size[1]
@@ -173,7 +173,7 @@ def _paste(frame: np.ndarray, card: np.ndarray, quad: np.ndarray) -> None:
 
 
 def _draw_hand(frame: np.ndarray, quad: np.ndarray, presence: float) -> None:
-    """A palm and fingers gripping the card's right edge; `presence` 1 covers it, 0 is out of frame."""
+    """Draw a palm and fingers gripping the card's right edge; `presence` 1 covers it, 0 is out of frame."""
     scale = frame.shape[0] / 480
     right = (quad[1] + quad[2]) / 2
     shift = (1 - presence) * frame.shape[1] * 0.6
@@ -384,7 +384,7 @@ def score_stack(video: StackVideo, events: list[tuple[float, str, dict]], frame_
 
 
 def _segment_at(video: StackVideo, frame: int) -> Segment | None:
-    """The card on screen at `frame` (from entering until it has slid out)."""
+    """Return the card on screen at `frame`, from entering until it has slid out."""
     for segment in video.segments:
         end = segment.leave_frame + round(0.7 * video.fps) + 1
         if segment.enter_frame <= frame < end:

@@ -31,8 +31,10 @@ def open_source(**options) -> Picamera2Source:
 
 def assert_bgr(image: np.ndarray) -> None:
     left, right = image[120, 40].astype(int), image[120, 280].astype(int)
-    assert abs(left[2] - RED_RGB[0]) < 12 and abs(left[0] - RED_RGB[2]) < 12, f"left pixel not red in BGR: {left}"
-    assert abs(right[0] - BLUE_RGB[2]) < 12 and abs(right[2] - BLUE_RGB[0]) < 12, f"right pixel not blue in BGR: {right}"
+    assert abs(left[2] - RED_RGB[0]) < 12, f"left pixel not red in BGR: {left}"
+    assert abs(left[0] - RED_RGB[2]) < 12, f"left pixel not red in BGR: {left}"
+    assert abs(right[0] - BLUE_RGB[2]) < 12, f"right pixel not blue in BGR: {right}"
+    assert abs(right[2] - BLUE_RGB[0]) < 12, f"right pixel not blue in BGR: {right}"
 
 
 @pytest.mark.parametrize("fmt, first_byte", [("RGB888", 10), ("BGR888", 220), ("XRGB8888", 10), ("XBGR8888", 220)])
@@ -85,7 +87,8 @@ def test_lores_stream_arrives_as_bgr(fake_camera, lores_format):
 
     assert frame.lores.shape == (120, 160, 3)
     left = frame.lores[60, 20].astype(int)
-    assert left[2] > 150 and left[0] < 80, f"lores left pixel not red in BGR: {left}"
+    assert left[2] > 150, f"lores left pixel not red in BGR: {left}"
+    assert left[0] < 80, f"lores left pixel not red in BGR: {left}"
     source.close()
 
 

@@ -64,7 +64,8 @@ def test_video_file_delivers_every_frame_in_bgr(tmp_path):
     assert [frame_index(f.image) for f in frames] == list(range(12))
     assert [f.sequence for f in frames] == list(range(12))
     red = frames[0].image[4, 4]
-    assert red[2] > 200 and red[0] < 60, f"corner should be red in BGR order, got {red}"
+    assert red[2] > 200, f"corner should be red in BGR order, got {red}"
+    assert red[0] < 60, f"corner should be red in BGR order, got {red}"
     assert source.health().state == "ended"
     source.close()
     assert source.health().state == "closed"

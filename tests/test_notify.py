@@ -49,7 +49,8 @@ def test_each_message_kind(notify_socket):
     notifier.reloading()
     lines = receive()
     assert lines[0] == "RELOADING=1"
-    assert lines[1].startswith("MONOTONIC_USEC=") and int(lines[1].split("=")[1]) > 0
+    assert lines[1].startswith("MONOTONIC_USEC=")
+    assert int(lines[1].split("=")[1]) > 0
     notifier.extend_timeout(30)
     assert receive() == ["EXTEND_TIMEOUT_USEC=30000000"]
     assert notifier.sent == 5

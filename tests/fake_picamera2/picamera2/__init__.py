@@ -5,8 +5,8 @@ reproduces (picamera2 0.3.x):
 
 - `Picamera2(camera_num)` raises IndexError when the camera does not exist
   (the camera list is indexed before picamera2's own check) and
-  RuntimeError("Camera __init__ sequence did not complete.") when another
-  process or another Picamera2 object holds it.
+  RuntimeError("Camera __init__ sequence did not complete.") while another
+  process or another Picamera2 object has it open.
 - `create_*_configuration` give the library's defaults: preview XBGR8888
   640x480 with 4 buffers, still BGR888 at sensor size with 1 buffer, video
   XBGR8888 1280x720 with 6 buffers; lores defaults to YUV420 at main size and

@@ -1,4 +1,4 @@
-"""The simulated hardware behind the fake Picamera2: which cameras exist, who holds them, what they see.
+"""The simulated hardware behind the fake Picamera2: the cameras present, who has them open, their scene.
 
 Tests drive it through `SYSTEM`: plug or unplug cameras, mark one as held by
 another process, stall the stream, corrupt the next frames, and set the
