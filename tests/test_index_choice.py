@@ -11,7 +11,8 @@ import pytest
 from pokedge.bench.vectors import grow_gallery, make_queries, synthetic_catalog
 from pokedge.gallery.index import GalleryIndex
 from pokedge.gallery.index_cache import cache_key
-from pokedge.gallery.index_choice import EXACT_MAX_ROWS, IndexSpec, build_index, choose_index, parse_spec
+from pokedge.gallery.index_choice import (EXACT_MAX_ROWS, GRAPH_MAX_ROWS, IndexSpec, build_index, choose_index,
+                                          parse_spec)
 from pokedge.gallery.store import Gallery
 
 DIM = 768
@@ -19,6 +20,15 @@ DIM = 768
 
 def _gallery(vectors: np.ndarray) -> Gallery:
     return Gallery(vectors, [f"card-{i}" for i in range(len(vectors))], {}, {"producer": "test"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_faiss_thread():
+    """Build with one OpenMP thread: on a busy shared machine FAISS's spinning threads make builds slower."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +50,32 @@ def test_small_gallery_is_exact():
     assert choose_index(EXACT_MAX_ROWS).exact
 
 
-def test_catalog_size_is_approximate():
-    for rows in (17_592, 100_000, 1_000_000):
+def test_catalog_size_uses_graph():
+    assert choose_index(17_592).kind == "hnsw_sq8"
+    assert choose_index(GRAPH_MAX_ROWS).kind == "hnsw_sq8"
+
+
+def test_large_gallery_uses_ivfpq():
+    for rows in (100_000, 1_000_000):
         spec = choose_index(rows)
-        assert not spec.exact, rows
+        assert spec.kind == "ivfpq", rows
+        assert spec.pq_m == DIM // 8, rows
         assert spec.rerank >= 20, rows
 
 
-def test_chosen_index_recall_vs_exact(clustered, tmp_path):
+def test_ivfpq_needs_dim_divisible_by_8():
+    assert choose_index(100_000, dim=770).kind == "hnsw_sq8"
+
+
+@pytest.mark.parametrize("rows", [17_592, 1_000_000])
+def test_chosen_index_recall_vs_exact(clustered, tmp_path, rows):
     vectors, queries, exact_rows = clustered
-    spec = choose_index(17_592)
+    spec = choose_index(rows)
     index = GalleryIndex(_gallery(vectors), spec=spec, cache_folder=tmp_path)
 
-    rows, _ = _top1(index, queries)
-    recall = float((rows == exact_rows).mean())
-    assert recall >= 0.999, f"{spec.label()} recall@1 {recall} on 12,000 clustered rows"
+    found, _ = _top1(index, queries)
+    recall = float((found == exact_rows).mean())
+    assert recall >= 0.999, f"{spec.label()} (the choice at {rows:,} rows) recall@1 {recall} on 12,000 clustered rows"
 
 
 def test_rescored_scores_are_exact(clustered, tmp_path):

@@ -43,7 +43,7 @@ class GalleryIndex:
         if threads:
             faiss.omp_set_num_threads(threads)
         self.gallery = gallery
-        self.spec = spec or choose_index(len(gallery))
+        self.spec = spec or choose_index(len(gallery), gallery.dim)
         # No copy when the gallery already holds C-contiguous float32 rows, as load_gallery returns.
         self._vectors = np.ascontiguousarray(gallery.embeddings, dtype=np.float32)
         self._index = None if self.spec.exact else self._open_index(cache, cache_folder)
