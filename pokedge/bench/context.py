@@ -26,6 +26,7 @@ _log = logging.getLogger(__name__)
 FP32 = "onnx-fp32"
 INT8 = "onnx-int8"
 HAILO_LABELS = ("hailo", "hailo-double")
+CALIBRATION_CROPS = 32  # rendered card crops that set the INT8 model's activation ranges
 
 
 @dataclass
@@ -39,6 +40,7 @@ class BenchContext:
     _indexes: dict = field(default_factory=dict)
     _int8_failed: str | None = None
     _hailo_tried: bool = False
+    _hailo_reason: str = "not opened yet"
 
     def __post_init__(self):
         self.contract = load_contract(self.inputs.onnx_contract)
@@ -63,7 +65,7 @@ class BenchContext:
         elif label in HAILO_LABELS:
             backend = self.hailo_backend()
             if backend is None:
-                raise ValueError(f"no Hailo backend in this run: {'; '.join(self.notes[-1:])}")
+                raise ValueError(f"no Hailo backend in this run: {self._hailo_reason}")
         else:
             raise ValueError(f"unknown backend {label!r}; choose onnx-fp32, onnx-int8, hailo or hailo-double")
         self._backends[key] = backend
@@ -71,7 +73,7 @@ class BenchContext:
 
     def int8_contract(self) -> Path:
         """Return the INT8 model's contract, quantizing the fp32 model on first use."""
-        crops = card_crops(32, (self.contract.input.width, self.contract.input.height))
+        crops = card_crops(CALIBRATION_CROPS)
         return quantize_int8(self.contract, prepare_batch(crops, self.contract))
 
     def hailo_backend(self):
@@ -81,6 +83,7 @@ class BenchContext:
             backend, label, note = open_hailo(self.inputs, self.workdir)
             if note:
                 self.notes.append(note)
+                self._hailo_reason = note
             if backend is not None:
                 self._backends[(label, None)] = backend
                 self.hailo_label = label
@@ -113,6 +116,7 @@ class BenchContext:
                           index=self.index(index))
 
     def close(self) -> None:
-        for backend in self._backends.values():
+        unique = {id(backend): backend for backend in self._backends.values()}  # one backend may sit under two keys
+        for backend in unique.values():
             backend.close()
         self._backends.clear()

@@ -71,9 +71,18 @@ def _encode(frame: np.ndarray) -> np.ndarray:
     return data
 
 
-def card_crops(count: int, size: tuple[int, int], seed: int = 7) -> list[np.ndarray]:
-    """Return `count` synthetic upright card images of `size` (width, height), for calibration."""
-    from pokedge.synth import make_test_card
+def card_crops(count: int, seed: int = 7) -> list[np.ndarray]:
+    """Return `count` warped card crops cut from rendered scenes (random pose, holder, light), as detection yields them.
+
+    They calibrate the INT8 model, so its ranges cover what the camera
+    pipeline feeds the model rather than clean scans.
+    """
+    from pokedge.detection import geometry
+    from pokedge.synth import make_test_card, render_scene
 
     rng = np.random.default_rng(seed)
-    return [make_test_card(rng, size[0], size[1]) for _ in range(count)]
+    crops = []
+    for _ in range(count):
+        scene = render_scene(make_test_card(rng), rng, None, frame_size=(1280, 960))
+        crops.append(geometry.warp_card(scene.frame, scene.quads[0]))
+    return crops

@@ -1,4 +1,4 @@
-"""What the benchmark ran on: CPU, cores, memory, accelerator and library versions."""
+"""The machine facts of a benchmark run: CPU, cores, memory, accelerator and library versions."""
 
 from __future__ import annotations
 

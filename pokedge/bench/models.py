@@ -14,6 +14,7 @@ model on the CPU, so it measures pokedge's Hailo code path, not the NPU).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,7 +33,6 @@ _log = logging.getLogger(__name__)
 TESTS_DIR = paths.REPO_ROOT / "tests"
 CACHE_DIR = Path(tempfile.gettempdir()) / "pokedge-bench-cache"
 SYNTHETIC_GALLERY_CARDS = 601
-CALIBRATION_IMAGES = 32
 
 
 @dataclass
@@ -104,7 +104,8 @@ def quantize_int8(contract: ModelContract, calibration: np.ndarray, cache_dir: P
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     digest = contract.sha256 or file_sha256(contract.model_path)
-    folder = cache_dir / f"int8-{digest[:16]}"
+    calibration_digest = hashlib.blake2b(np.ascontiguousarray(calibration).tobytes(), digest_size=4).hexdigest()
+    folder = cache_dir / f"int8-{digest[:16]}-{calibration_digest}"
     contract_path = folder / "model-int8.contract.json"
     if contract_path.is_file():
         return contract_path

@@ -5,7 +5,7 @@ capture (JPEG decode), detection with warp and preprocessing, embedding, and
 search with the decision and the tracker update. OpenCV, ONNX Runtime and
 FAISS release the GIL inside their native calls, so the stages run in
 parallel on separate cores. Results are put back into frame order before the
-tracker sees them, as the tracker needs.
+tracker update, which needs frames in order.
 
 With all frames ready at once the pipeline runs saturated, so its latency is
 the latency under full load (queueing included), not that of a camera paced

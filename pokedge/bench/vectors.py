@@ -1,8 +1,8 @@
 """Synthetic gallery embeddings with realistic clustering, for search scaling.
 
 Larger galleries grow from a base set: the real gallery's embeddings when one
-is available, else a synthetic catalog of sets and cards (cards of one set
-share a direction, as scans of one set share their frame and print style).
+is available, else a synthetic catalog of sets and cards. Cards of one set
+share a direction, as scans of one set share their frame and print style.
 Each new row is a base row moved along directions drawn from the base set
 itself, so the new rows stay in the subspace real embeddings occupy. The
 distance it moves is chosen so that a new row is as similar to its parent as
@@ -16,7 +16,7 @@ import numpy as np
 SYNTHETIC_SETS = 21
 SYNTHETIC_CARDS = 2_726
 # Cosine similarity of a query (a camera view) to the gallery row of its card:
-# about what the pipeline sees for a clean match.
+# about the top-1 score of a clean match in the pipeline.
 QUERY_COSINE = 0.9
 CHUNK_ROWS = 100_000
 

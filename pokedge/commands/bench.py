@@ -35,7 +35,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         "'threads=1,threads=2' or 'backend=onnx-fp32,backend=onnx-int8' (settings: threads, "
                         "backend, index, mode, detect_workers, cv_threads; join several with '+')")
     parser.add_argument("--only-compare", action="store_true", help="with --compare, skip every other section")
-    parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave out a section; repeat")
+    parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave out a section (repeat for several)")
     parser.add_argument("--frames", type=int, metavar="N", help="frames rendered per frame size (default 4, quick 2)")
     parser.add_argument("--repeats", type=int, metavar="N", help="passes over the frames for stage timings (default 3)")
     parser.add_argument("--search-sizes", metavar="N,N", help="gallery sizes for search scaling, comma separated")

@@ -44,7 +44,7 @@ class GalleryIndex:
             faiss.omp_set_num_threads(threads)
         self.gallery = gallery
         self.spec = spec or choose_index(len(gallery), gallery.dim)
-        # No copy when the gallery already holds C-contiguous float32 rows, as load_gallery returns.
+        # No copy when the gallery rows are already C-contiguous float32, as load_gallery returns them.
         self._vectors = np.ascontiguousarray(gallery.embeddings, dtype=np.float32)
         self._index = None if self.spec.exact else self._open_index(cache, cache_folder)
         _log.debug("gallery index ready: %s, %d rows, dim %d", self.spec.label(), len(self._vectors), gallery.dim)

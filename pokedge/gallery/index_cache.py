@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    """Return the folder that holds cached indexes."""
+    """Return the folder of cached indexes."""
     env = os.environ.get("POKEDGE_CACHE_DIR")
     if env:
         return Path(env) / "index"

@@ -1,4 +1,4 @@
-"""Which FAISS index searches a gallery of a given size, and how it is built.
+"""The FAISS index type for each gallery size, and how each type is built.
 
 The rule, from the search-scaling figures of `pokedge bench` (recorded in
 docs/benchmarks.md):
@@ -161,7 +161,8 @@ def _new_ivfpq(faiss, spec: IndexSpec, rows: int, dim: int):
 def ivf_lists(rows: int) -> int:
     """Return the IVF list count: 4 * sqrt(rows), the usual FAISS starting point.
 
-    It is capped so that every list gets the 39 training rows FAISS asks for.
+    It is capped so that every list gets the 39 training rows FAISS requires
+    without a warning.
     """
     return max(16, min(int(4 * math.sqrt(rows)), rows // 39))
 
