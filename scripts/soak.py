@@ -394,14 +394,21 @@ def _segment_at(video: StackVideo, frame: int) -> Segment | None:
 
 def run_soak(video: StackVideo, loader, data_dir: Path, frames: int, sample_every: int = 1000,
              warmup: int = 2000) -> dict:
-    """Loop the video through the daemon for `frames` frames; report RSS over time and its growth."""
+    """Loop the video through the daemon for `frames` frames; report RSS over time and its growth.
+
+    The first sample is taken at the first recognized frame, after the model
+    loaded. Growth is reported from there and from `warmup` frames on, since
+    ONNX Runtime, OpenCV and SQLite size their buffers in the first frames.
+    """
     from pokedge.service.stats import resident_memory_bytes
 
     config = service_config(f"file:{video.path}", data_dir, realtime=False, loop=True)
     running = RunningDaemon(config, loader).start()
+    if not running.wait_until(lambda: running.daemon.frames >= 1, timeout=120):
+        raise RuntimeError("the daemon recognized no frame within 120 s")
     samples: list[tuple[int, int]] = []
     started = time.monotonic()
-    next_sample = 0
+    next_sample = 1
     while running.daemon.frames < frames:
         if running.error is not None:
             raise RuntimeError(f"the daemon failed: {running.error}") from running.error
@@ -419,10 +426,10 @@ def run_soak(video: StackVideo, loader, data_dir: Path, frames: int, sample_ever
     first, last = samples[0][1], samples[-1][1]
     return {
         "frames": status["frames"], "wall_s": round(wall, 1), "fps": round(status["frames"] / wall, 1),
-        "rss_start_mb": round(first / 2**20, 1), f"rss_at_{warmup}_frames_mb": round(baseline / 2**20, 1),
+        "rss_first_frame_mb": round(first / 2**20, 1), f"rss_at_{warmup}_frames_mb": round(baseline / 2**20, 1),
         "rss_end_mb": round(last / 2**20, 1), "rss_max_mb": round(max(r for _, r in samples) / 2**20, 1),
         f"rss_growth_after_{warmup}_frames_pct": round(100 * (last - baseline) / baseline, 2),
-        "rss_growth_from_start_pct": round(100 * (last - first) / first, 2),
+        "rss_growth_from_first_frame_pct": round(100 * (last - first) / first, 2),
         "decisions": status["scanlog"]["written"], "frame_errors": status["frame_errors"],
         "stop_s": round(stop_s, 2), "rss_samples_mb": [(n, round(r / 2**20, 1)) for n, r in samples],
     }
@@ -474,7 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--still", type=float, default=1.0, help="seconds each card lies still (default 1)")
     parser.add_argument("--fps", type=float, default=15.0, help="frame rate of the video (default 15)")
     parser.add_argument("--frames", type=int, default=20_000, help="frames in the soak run (default 20000)")
+    parser.add_argument("--sample-every", type=int, default=1000, help="frames between RSS samples (default 1000)")
+    parser.add_argument("--warmup", type=int, default=2000,
+                        help="frames after which the RSS baseline is taken (default 2000)")
     parser.add_argument("--confirm-frames", type=int, default=3, help="K, frames that confirm a card (default 3)")
+    parser.add_argument("--outage", type=float, default=3.0,
+                        help="seconds the simulated camera stays unplugged in the recovery run (default 3)")
     parser.add_argument("--model", type=Path, help="model contract to use instead of the tiny test model")
     parser.add_argument("--gallery", type=Path, help="gallery folder to use with --model")
     parser.add_argument("--cards-csv", type=Path, help="cards.csv whose cards are in --gallery (default: drawn)")
@@ -498,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     cards = read_cards(cards_csv)[: args.cards]
 
     report: dict = {}
-    if args.scenario in ("stack", "soak", "all"):
+    if args.scenario in ("stack", "all"):
         video = make_stack_video(cards, work / "stack.avi", fps=args.fps, still_s=args.still)
         print(f"stack video: {len(cards)} cards, {video.frames} frames at {video.fps:g} fps -> {video.path}",
               flush=True)
@@ -509,11 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario in ("soak", "all"):
         soak_video = make_stack_video(cards[:10], work / "soak.avi", fps=args.fps, still_s=args.still,
                                       frame_size=SOAK_FRAME_SIZE)
-        report["soak"] = run_soak(soak_video, loader, work / "soak-data", args.frames)
+        report["soak"] = run_soak(soak_video, loader, work / "soak-data", args.frames, args.sample_every,
+                                  args.warmup)
         report["soak"]["frame_size"] = list(SOAK_FRAME_SIZE)
         print(json.dumps({"soak": report["soak"]}, indent=1), flush=True)
     if args.scenario in ("recovery", "all"):
-        report["recovery"] = run_recovery(loader, work / "recovery-data")
+        report["recovery"] = run_recovery(loader, work / "recovery-data", outage_s=args.outage)
         print(json.dumps({"recovery": report["recovery"]}, indent=1), flush=True)
     print(f"work folder: {work}")
     return 0
