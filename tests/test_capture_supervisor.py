@@ -107,6 +107,7 @@ def test_absent_at_start_keeps_retrying(fake_camera):
     fake_camera.plug()
     assert read_frame(source, 2.0) is not None
     assert source.state == "ok"
+    assert source.health().detail == ""
     source.close()
 
 

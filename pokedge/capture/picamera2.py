@@ -50,6 +50,7 @@ class Picamera2Options:
     main_size: tuple[int, int] = (1920, 1080)
     main_format: str = "RGB888"
     # A low-resolution second stream; None turns it off. Pi 5 delivers RGB lores, Pi 4 only YUV420.
+    # NOTE: Frame.lores carries it, but the recognizer still detects on the main frame (scaled to 960 px).
     lores_size: tuple[int, int] | None = None
     lores_format: str = "YUV420"
     fps: float = 30.0

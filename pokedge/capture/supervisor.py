@@ -114,7 +114,7 @@ class SupervisedSource:
             self.last_recovery_s = frame.timestamp - self._down_since
             _log.warning("%s: frames flowing again after %.1f s down", self.name, self.last_recovery_s)
             self._down_since = None
-        if self._state != "ok":
+        if self._state != "ok" or self._detail:
             self._set_state("ok", "")
 
     def _on_timeout(self, exc: CaptureTimeout) -> None:
