@@ -100,3 +100,13 @@ def test_search_rejects_wrong_dim(small_gallery):
     index = GalleryIndex(load_gallery(small_gallery))
     with pytest.raises(ValueError, match="float32"):
         index.search(np.zeros((1, 5), np.float32))
+
+
+def test_rebuilt_model_with_same_id_refused(tmp_path):
+    ids = ["a-1", "a-2"]
+    save_gallery(tmp_path / "g", _unit(2), ids, _cards(ids), producer="model:1",
+                 extra={"producer_sha256": "a" * 64})
+    gallery = load_gallery(tmp_path / "g")
+    check_compatible(gallery, "model:1", 8, "a" * 64)
+    with pytest.raises(GalleryError, match="sha256"):
+        check_compatible(gallery, "model:1", 8, "b" * 64)

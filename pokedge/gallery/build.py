@@ -101,10 +101,17 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
     embeddings = np.concatenate([np.load(work / f"chunk_{n:05d}.npy") for n in range(len(chunks))])
     cards = {row.card.card_id: row.card for row in rows}
     save_gallery(out_dir, embeddings, [row.card.card_id for row in rows], cards,
-                 producer=backend.contract.model_id, extra={"built_by": "pokedge gallery build"})
+                 producer=backend.contract.model_id, extra=_producer_facts(backend))
     shutil.rmtree(work, ignore_errors=True)
     _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(rows), len(cards))
     return out_dir
+
+
+def _producer_facts(backend: Backend) -> dict[str, str]:
+    facts = {"built_by": "pokedge gallery build"}
+    if backend.contract.sha256:
+        facts["producer_sha256"] = backend.contract.sha256
+    return facts
 
 
 def _embed_chunk(chunk: list[ScanRow], backend: Backend) -> np.ndarray:

@@ -107,8 +107,12 @@ def load_gallery(path: Path | str, mmap: bool = False) -> Gallery:
     return Gallery(np.asarray(embeddings), card_ids, cards, manifest, path, duplicates)
 
 
-def check_compatible(gallery: Gallery, producer: str, dim: int) -> None:
-    """Refuse a gallery whose embeddings come from another model or have another size."""
+def check_compatible(gallery: Gallery, producer: str, dim: int, model_sha256: str | None = None) -> None:
+    """Reject a gallery whose embeddings come from another model or have another size.
+
+    When both the gallery manifest and the caller know the model file's
+    sha256, they must agree too: a model rebuilt under the same id is another model.
+    """
     if gallery.dim != dim:
         raise GalleryError(
             f"gallery {gallery.path} holds {gallery.dim}-dim embeddings made by {gallery.producer}, "
@@ -118,6 +122,12 @@ def check_compatible(gallery: Gallery, producer: str, dim: int) -> None:
         raise GalleryError(
             f"gallery {gallery.path} was built by model {gallery.producer}, but the active model is "
             f"{producer}; rebuild it with 'pokedge gallery build' or select the matching model"
+        )
+    built_with = gallery.manifest.get("producer_sha256")
+    if model_sha256 and built_with and built_with != model_sha256:
+        raise GalleryError(
+            f"gallery {gallery.path} was built by model {producer} with sha256 {built_with[:12]}..., but the model "
+            f"file has sha256 {model_sha256[:12]}...; rebuild the gallery with 'pokedge gallery build'"
         )
 
 

@@ -11,7 +11,7 @@ from pokedge.backends.select import open_backend
 from pokedge.contract import ModelContract, load_contract
 from pokedge.errors import GalleryError
 from pokedge.gallery.store import Gallery, check_compatible, load_gallery
-from pokedge.recognition.decision import Thresholds, load_thresholds
+from pokedge.recognition.decision import load_thresholds
 from pokedge.recognition.pipeline import Recognizer
 
 _log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _check_gallery(gallery: Gallery, engine, onnx_contract: ModelContract) -> No
     """Refuse a gallery from another model; a Hailo backend may use the ONNX gallery only with a passing parity record."""
     contract = engine.contract
     if gallery.producer == contract.model_id or contract.format != "hef":
-        check_compatible(gallery, contract.model_id, contract.output.dim)
+        check_compatible(gallery, contract.model_id, contract.output.dim, contract.sha256)
         return
     try:
         from pokedge.parity import gallery_allowed
@@ -97,6 +97,3 @@ def _check_gallery(gallery: Gallery, engine, onnx_contract: ModelContract) -> No
         return
     gallery_allowed(gallery, engine, contract.model_path.parent)
 
-
-def default_thresholds() -> Thresholds:
-    return Thresholds()
