@@ -144,7 +144,25 @@ def test_video_file_not_a_video(tmp_path):
         VideoFileSource(path).open()
 
 
-def test_opencv_camera_reads_on_its_thread(tmp_path):
+class PacedCapture:
+    """A VideoCapture that delivers at most 50 frames a second, like a webcam."""
+
+    def __init__(self, target):
+        self._capture = RealVideoCapture(target)
+
+    def read(self):
+        time.sleep(0.02)
+        return self._capture.read()
+
+    def __getattr__(self, name):
+        return getattr(self._capture, name)
+
+
+RealVideoCapture = cv2.VideoCapture
+
+
+def test_opencv_camera_reads_on_its_thread(tmp_path, monkeypatch):
+    monkeypatch.setattr(cv2, "VideoCapture", PacedCapture)
     path = write_video(tmp_path / "v.avi", 6)
     source = OpenCVCameraSource(str(path))
     source.open()

@@ -148,6 +148,47 @@ def test_reload_swaps_without_reopening(small_video, sources, tmp_path):
     assert any(kind == "status" and data.get("message") == "reloaded" for _, kind, data in running.events)
 
 
+def install_version(data_dir, version_id: str, contract, gallery) -> None:
+    """Lay out a synced version as `pokedge sync` leaves it, and point `current` at it."""
+    import os
+    import shutil
+
+    from pokedge.sync.versions import CURRENT, VERSIONS, VersionInfo, version_path, write_version_info
+
+    folder = version_path(data_dir, version_id)
+    folder.mkdir(parents=True)
+    for path in contract.parent.iterdir():
+        shutil.copy(path, folder / path.name)
+    shutil.copytree(gallery, folder / "gallery")
+    info = VersionInfo(version_id=version_id, selection=version_id, release=None, created_at="2026-01-01T00:00:00Z",
+                       integrity="sha256", onnx_contract=contract.name, hef_contract=None,
+                       galleries={"tests-tiny-pool16:1": "gallery"}, files=())
+    write_version_info(folder, info)
+    link = data_dir / CURRENT
+    partial = data_dir / "current.new"
+    os.symlink(f"{VERSIONS}/{version_id}", partial)
+    os.replace(partial, link)
+
+
+def test_reload_picks_up_synced_version(small_video, tiny_contract, tiny_gallery, tmp_path):
+    install_version(tmp_path, "v1", tiny_contract, tiny_gallery)
+    config = soak.service_config(f"file:{small_video.path}", tmp_path, realtime=False, loop=True, threads=1)
+    running = soak.RunningDaemon(config, None).start()
+    daemon = running.daemon
+    assert running.wait_until(lambda: daemon.frames >= 3, timeout=60)
+    assert daemon.status()["versions"]["version"] == "v1"
+
+    install_version(tmp_path, "v2", tiny_contract, tiny_gallery)  # what a finished sync leaves behind
+    daemon.request_reload()
+    assert running.wait_until(lambda: daemon.loaded.info["version"] == "v2", timeout=60)
+    frames = daemon.frames
+    assert running.wait_until(lambda: daemon.frames > frames + 3, timeout=60)
+    running.stop()
+
+    assert daemon.source.opens == 1
+    assert daemon.frames == daemon.source.frames
+
+
 def test_reload_failure_keeps_running(small_video, sources, tmp_path, caplog):
     calls = []
 
