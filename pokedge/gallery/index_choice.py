@@ -53,7 +53,7 @@ class IndexSpec:
     rerank: int = 64  # candidates per query re-scored exactly (approximate kinds only)
     nlist: int = 0  # IVF lists; 0 picks 4 * sqrt(rows)
     pq_m: int = 96  # PQ sub-quantizers; must divide the dimension
-    nprobe: int = 32
+    nprobe: int = 0  # IVF lists probed per query; 0 probes about 5 % of them, at least 64
 
     @property
     def exact(self) -> bool:
@@ -64,7 +64,7 @@ class IndexSpec:
         if self.kind in ("hnsw", "hnsw_sq8"):
             return f"{self.kind}(M={self.hnsw_m},ef={self.ef_search})"
         if self.kind == "ivfpq":
-            return f"ivfpq(m={self.pq_m},nprobe={self.nprobe})"
+            return f"ivfpq(m={self.pq_m},nprobe={self.nprobe or '5%'})"
         return self.kind
 
 
@@ -115,13 +115,14 @@ def build_index(spec: IndexSpec, vectors: np.ndarray, seed: int = 0):
 
 
 def configure_search(index, spec: IndexSpec) -> None:
-    """Set the search-time parameters (efSearch, nprobe) that FAISS does not store in the index file."""
+    """Set the search-time parameters (efSearch, nprobe) from `spec`, also on an index read from the cache."""
     import faiss
 
     if spec.kind in ("hnsw", "hnsw_sq8"):
         faiss.downcast_index(index).hnsw.efSearch = max(spec.ef_search, spec.rerank)
     elif spec.kind == "ivfpq":
-        faiss.extract_index_ivf(index).nprobe = spec.nprobe
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(ivf.nlist, spec.nprobe or ivf_probes(ivf.nlist))
 
 
 def _new_index(faiss, spec: IndexSpec, rows: int, dim: int):
@@ -165,6 +166,16 @@ def ivf_lists(rows: int) -> int:
     without a warning.
     """
     return max(16, min(int(4 * math.sqrt(rows)), rows // 39))
+
+
+def ivf_probes(nlist: int) -> int:
+    """Return the lists probed per query: about 5 % of them, at least 64.
+
+    On 100,000 clustered rows grown from the shipped gallery, 32 of 1,264
+    lists reached recall@1 0.998 and 64 reached 1.0, even with 256 re-scored
+    candidates: the misses were true neighbours in lists not probed.
+    """
+    return max(64, nlist // 20)
 
 
 def _training_sample(vectors: np.ndarray, spec: IndexSpec, rows: int, seed: int) -> np.ndarray:
