@@ -12,7 +12,7 @@ from pokedge.bench.vectors import grow_gallery, make_queries, synthetic_catalog
 from pokedge.gallery.index import GalleryIndex
 from pokedge.gallery.index_cache import cache_key
 from pokedge.gallery.index_choice import (EXACT_MAX_ROWS, GRAPH_MAX_ROWS, IndexSpec, build_index, choose_index,
-                                          parse_spec)
+                                          ivf_probes, parse_spec)
 from pokedge.gallery.store import Gallery
 
 DIM = 768
@@ -61,6 +61,11 @@ def test_large_gallery_uses_ivfpq():
         assert spec.kind == "ivfpq", rows
         assert spec.pq_m == DIM // 8, rows
         assert spec.rerank >= 20, rows
+
+
+def test_ivf_probes_five_percent():
+    assert ivf_probes(1_264) == 64
+    assert ivf_probes(4_000) == 200
 
 
 def test_ivfpq_needs_dim_divisible_by_8():
