@@ -37,8 +37,10 @@ def test_fit_separates_known_from_unknown():
     known = Samples(scores=[0.9, 0.88, 0.92, 0.86, 0.6], margins=[0.1, 0.08, 0.12, 0.09, 0.01],
                     correct=[True, True, True, True, False])
     unknown = Samples(scores=[0.7, 0.72, 0.65, 0.74], margins=[0.01, 0.02, 0.015, 0.03], correct=[False] * 4)
-    thresholds, report = fit(known, unknown, background=[0.2, 0.25, 0.3])
+    background = Samples(scores=[0.2, 0.25, 0.3, 0.8], margins=[0.05, 0.1, 0.02, 0.01], correct=[False] * 4)
+    thresholds, report = fit(known, unknown, background)
     assert report["unknown_matched"] == 0.0
     assert report["known_correct_matched"] == pytest.approx(0.8)
     assert report["known_wrong_matched"] == 0.0
-    assert 0.3 < thresholds.card_floor <= 0.6
+    assert report["background_matched"] == 0.0
+    assert thresholds.card_floor <= min(known.scores) + 0.01  # keeps (nearly) every card quad

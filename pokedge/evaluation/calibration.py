@@ -89,21 +89,29 @@ def collect(recognizer: Recognizer, rows: list[ScanRow], count: int, seed: int,
 
 
 def collect_background(recognizer: Recognizer, count: int, seed: int,
-                       frame_size: tuple[int, int] = (960, 720)) -> list[float]:
-    """Top-1 scores of whatever the detector finds on card-free synthetic backgrounds."""
+                       frame_size: tuple[int, int] = (960, 720)) -> Samples:
+    """Top-1 scores and margins of whatever the detector finds on card-free synthetic backgrounds."""
     rng = np.random.default_rng(seed)
-    scores: list[float] = []
+    samples = Samples()
     for _ in range(count):
         frame = synth.render_background(rng, frame_size)
-        scores.extend(card.score for card in recognizer.recognize(frame).cards)
-    return scores
+        for card in recognizer.recognize(frame).cards:
+            samples.scores.append(card.score)
+            samples.margins.append(card.margin)
+            samples.correct.append(False)
+    return samples
 
 
-def fit(known: Samples, unknown: Samples, background: list[float], max_unknown_accept: float = 0.08,
-        wrong_penalty: float = 2.0) -> tuple[Thresholds, dict[str, Any]]:
-    """Grid-search the match score and margin; place the card floor below the cards and above the background."""
+def fit(known: Samples, unknown: Samples, background: Samples, max_unknown_accept: float = 0.08,
+        max_background_accept: float = 0.01, wrong_penalty: float = 2.0) -> tuple[Thresholds, dict[str, Any]]:
+    """Grid-search the match score and margin; place the card floor below the cards and above the background.
+
+    Quads on card-free frames count like unknown cards, but must almost never
+    be matched (`max_background_accept`).
+    """
     k_score, k_margin, k_correct = known.arrays()
     u_score, u_margin, _ = unknown.arrays()
+    b_score, b_margin, _ = background.arrays()
     if len(k_score) == 0 or len(u_score) == 0:
         raise ValueError("calibration needs both known and unknown scenes with a detected card")
 
@@ -113,7 +121,8 @@ def fit(known: Samples, unknown: Samples, background: list[float], max_unknown_a
             accept_known = (k_score >= t_score) & (k_margin >= t_margin)
             accept_unknown = (u_score >= t_score) & (u_margin >= t_margin)
             unknown_rate = accept_unknown.mean()
-            if unknown_rate > max_unknown_accept:
+            background_rate = ((b_score >= t_score) & (b_margin >= t_margin)).mean() if len(b_score) else 0.0
+            if unknown_rate > max_unknown_accept or background_rate > max_background_accept:
                 continue
             gain = (accept_known & k_correct).mean() - wrong_penalty * (accept_known & ~k_correct).mean() - unknown_rate
             if best is None or gain > best[0]:
@@ -122,7 +131,7 @@ def fit(known: Samples, unknown: Samples, background: list[float], max_unknown_a
         raise ValueError("no threshold keeps unknown cards below the allowed match rate")
     _, t_score, t_margin = best
 
-    floor = _card_floor(np.concatenate([k_score, u_score]), np.asarray(background))
+    floor = _card_floor(np.concatenate([k_score, u_score]), b_score)
     thresholds = Thresholds(match_score=round(t_score, 4), match_margin=round(t_margin, 4),
                             card_floor=round(floor, 4), calibrated=True)
     return thresholds, _summary(thresholds, known, unknown, background)
@@ -137,12 +146,12 @@ def _card_floor(card_scores: np.ndarray, background: np.ndarray) -> float:
     return min(card_low, (card_low + bg_high) / 2) if bg_high < card_low else card_low
 
 
-def _summary(t: Thresholds, known: Samples, unknown: Samples, background: list[float]) -> dict[str, Any]:
+def _summary(t: Thresholds, known: Samples, unknown: Samples, background: Samples) -> dict[str, Any]:
     k_score, k_margin, k_correct = known.arrays()
     u_score, u_margin, _ = unknown.arrays()
+    bg, bg_margin, _ = background.arrays()
     accept_known = (k_score >= t.match_score) & (k_margin >= t.match_margin)
     accept_unknown = (u_score >= t.match_score) & (u_margin >= t.match_margin)
-    bg = np.asarray(background)
     return {
         "known_scenes": len(k_score) + known.missed,
         "known_detected": len(k_score),
@@ -152,11 +161,13 @@ def _summary(t: Thresholds, known: Samples, unknown: Samples, background: list[f
         "unknown_matched": round(float(accept_unknown.mean()), 4),
         "background_quads": int(len(bg)),
         "background_below_floor": round(float((bg < t.card_floor).mean()), 4) if len(bg) else None,
+        "background_matched": round(float(((bg >= t.match_score) & (bg_margin >= t.match_margin)).mean()), 4)
+        if len(bg) else None,
     }
 
 
 def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: int, holdout: float = 0.2,
-              background_frames: int = 60, progress_factory: Callable[[str], Callable] | None = None) -> Thresholds:
+              background_frames: int = 300, progress_factory: Callable[[str], Callable] | None = None) -> Thresholds:
     """Collect known, unknown and background samples and fit the thresholds for `recognizer`'s gallery."""
     gallery = recognizer.gallery
     kept, held = split_holdout(rows, holdout, seed)
