@@ -14,8 +14,9 @@ from pokedge.errors import InputError
 _log = logging.getLogger(__name__)
 
 MIN_SIDE = 32
-# 40 MP covers every phone and the Camera Module 3 (12 MP) with room to spare;
-# larger frames cost seconds of CPU and hundreds of MB for no accuracy gain.
+# The Camera Module 3 gives 12 MP and most phone photos stay under 40 MP.
+# Larger frames (50-200 MP phone modes) cost seconds of CPU and hundreds of MB
+# without helping recognition, so they are rejected with a request to downscale.
 MAX_PIXELS = 40_000_000
 
 
@@ -86,7 +87,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             pos += 2
             continue
         length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+        # Start-of-frame markers C0..CF carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) are not SOF markers.
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             return width, height

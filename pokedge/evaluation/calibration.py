@@ -2,8 +2,8 @@
 
 Three kinds of query are collected with the real pipeline:
 
-- known: scenes of cards that are in the gallery; the answer should be a
-  match, and it counts as correct when the top-1 card has the true name.
+- known: scenes of cards that are in the gallery. The expected result is a
+  match, counted as correct when the top-1 card has the true name.
 - unknown: scenes of held-out cards searched against the gallery without
   them (and without every card of the same name), so the nearest card is a
   different card; the answer should be unknown.
@@ -58,7 +58,7 @@ def split_holdout(rows: list[ScanRow], fraction: float, seed: int) -> tuple[list
 
 
 def subset_gallery(gallery: Gallery, card_ids: set[str]) -> Gallery:
-    """A gallery restricted to the given card ids (rows of other ids dropped)."""
+    """Return a gallery restricted to the given card ids (rows of other ids dropped)."""
     rows = [i for i, cid in enumerate(gallery.card_ids) if cid in card_ids]
     return Gallery(
         embeddings=np.ascontiguousarray(gallery.embeddings[rows]),
