@@ -47,6 +47,10 @@ def _stages(record: dict) -> str:
         cosine = f", cosine to fp32 >= {agreement['min_cosine']:.4f}" if agreement else ""
         rows.append((f"  embed {label} ({_num(per_crop)} ms/card{cosine})", *_triple(summary)))
     lines = [f"Per frame ({stages.get('crops_per_frame')} card crops a frame on average)", _table(rows)]
+    overhead = record.get("hailo_host_overhead_us")
+    if overhead:
+        lines.append("Hailo backend host work, us per frame (scripts/hailo_overhead.py, batch 8): "
+                     + ", ".join(f"{name} {value:.1f}" for name, value in overhead.items()))
     ratios = record.get("ratios", {})
     if ratios:
         lines.append("Ratios: " + ", ".join(f"{key} {_num(value)}" for key, value in ratios.items()))
@@ -78,7 +82,7 @@ def _search(record: dict) -> str:
         rows.append((f"{entry['n']:,}", entry["index"], _num(entry["ms_per_query"]), _num(entry["recall_at_1"]),
                      _num(entry["memory_mb"]), _num(entry["load_s"]), _num(entry["build_s"]),
                      "chosen" if entry.get("chosen") else ""))
-    return "Search scaling (1 FAISS thread, 6 queries a batch)\n" + _table(rows)
+    return "Search scaling (1 FAISS thread, 6 queries a batch)\n" + _table(rows, left=(0, 1, 7))
 
 
 def _cold_start(record: dict) -> str:
@@ -147,11 +151,12 @@ def _num(value) -> str:
     return str(value)
 
 
-def _table(rows: list[tuple]) -> str:
+def _table(rows: list[tuple], left: tuple[int, ...] = (0,)) -> str:
+    """Align `rows` in columns: numbers to the right, the columns in `left` (text) to the left."""
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [str(cell).ljust(width) if i == 0 else str(cell).rjust(width) for i, (cell, width) in
-                 enumerate(zip(row, widths))]
+        cells = [str(cell).ljust(width) if i in left else str(cell).rjust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths))]
         lines.append("  " + "  ".join(cells).rstrip())
     return "\n".join(lines)

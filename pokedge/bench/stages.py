@@ -115,7 +115,9 @@ def _label(recognizer: Recognizer) -> str:
 def stage_summary(samples: StageSamples) -> dict:
     """Return stages_ms: every stage's mean/p50/p99, the embedding per backend and per card, and per frame size."""
     summary = {stage: summarize(values) for stage, values in samples.stages.items()}
-    summary["embed_by_backend"] = {label: summarize(values) for label, values in samples.embed.items()}
+    # The searched backend first, then the extra ones in the order they were opened.
+    labels = sorted(samples.embed, key=lambda label: label in samples.agreement)
+    summary["embed_by_backend"] = {label: summarize(samples.embed[label]) for label in labels}
     crops = np.asarray(samples.crops, dtype=np.float64)
     summary["embed_per_crop"] = {
         label: round(float(np.sum(values) / crops.sum()), 3) if crops.sum() else None
