@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                        help="model contract JSON (default: the shipped model)")
     build.add_argument("--out", type=Path, required=True, help="gallery folder to write")
     build.add_argument("--no-resume", action="store_true", help="start over instead of reusing finished chunks")
+    build.add_argument("--views", type=int, default=0,
+                       help="extra rows per card from synthetic camera views of its scan (default 0)")
+    build.add_argument("--view-seed", type=int, default=0, help="seed of the synthetic views (default 0)")
     build.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
     build.set_defaults(func=run_build)
 
@@ -43,7 +46,8 @@ def run_build(args: argparse.Namespace) -> int:
     rows = read_cards_csv(args.cards, args.scans)
     backend = OnnxBackend(load_contract(args.model), threads=args.threads)
     try:
-        build_gallery(rows, backend, args.out, resume=not args.no_resume, progress=Progress("embedding scans"))
+        build_gallery(rows, backend, args.out, resume=not args.no_resume, progress=Progress("embedding scans"),
+                      views=args.views, view_seed=args.view_seed)
     finally:
         backend.close()
     print(f"gallery written to {args.out}: {len(rows)} scans, model {backend.contract.model_id}")

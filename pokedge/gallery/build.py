@@ -4,6 +4,12 @@ The CSV has at least the columns card_id, name, set_id, number and
 image_path (set_name is optional). Image paths may be relative to the scans
 folder or to the CSV's folder. Embeddings are computed in chunks that are
 saved as they finish, so an interrupted build resumes where it stopped.
+
+With `views > 0` each card also gets that many extra rows: embeddings of
+synthetic camera views of its scan (glare, blur, low light, tilt and so on),
+warped back to the upright card as the pipeline warps a detected quad. The
+rows of the clean scans come first, so row i < number of cards is still the
+scan of CSV line i; view rows follow, grouped by view.
 """
 
 from __future__ import annotations
@@ -78,11 +84,11 @@ def _resolve_image(value: str, csv_path: Path, scans_dir: Path | None) -> Path |
 
 
 def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> Path:
-    """Embed every scan with `backend` and write the gallery folder `out_dir`."""
+                  progress: Callable[[int, int], None] | None = None, views: int = 0, view_seed: int = 0) -> Path:
+    """Embed every scan (and `views` synthetic camera views of it) with `backend`; write the gallery folder."""
     out_dir = Path(out_dir)
     work = out_dir / ".build"
-    key = _build_key(rows, backend)
+    key = _build_key(rows, backend, views, view_seed)
     if not resume or _read_key(work) != key:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -93,15 +99,18 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
     for n, chunk in enumerate(chunks):
         path = work / f"chunk_{n:05d}.npy"
         if not path.is_file():
-            np.save(path, _embed_chunk(chunk, backend))
+            np.save(path, _embed_chunk(chunk, backend, views, view_seed, first_row=n * CHUNK))
         done += len(chunk)
         if progress:
             progress(done, len(rows))
 
-    embeddings = np.concatenate([np.load(work / f"chunk_{n:05d}.npy") for n in range(len(chunks))])
+    # Each chunk holds [1 + views, len(chunk), D]: the scans, then each view.
+    parts = [np.load(work / f"chunk_{n:05d}.npy") for n in range(len(chunks))]
+    embeddings = np.concatenate([np.concatenate([p[v] for p in parts]) for v in range(1 + views)])
+    card_ids = [row.card.card_id for row in rows] * (1 + views)
     cards = {row.card.card_id: row.card for row in rows}
-    save_gallery(out_dir, embeddings, [row.card.card_id for row in rows], cards,
-                 producer=backend.contract.model_id, extra=_producer_facts(backend))
+    extra = {**_producer_facts(backend), "views_per_card": views, "view_seed": view_seed}
+    save_gallery(out_dir, embeddings, card_ids, cards, producer=backend.contract.model_id, extra=extra)
     shutil.rmtree(work, ignore_errors=True)
     _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(rows), len(cards))
     return out_dir
@@ -114,19 +123,33 @@ def _producer_facts(backend: Backend) -> dict[str, str]:
     return facts
 
 
-def _embed_chunk(chunk: list[ScanRow], backend: Backend) -> np.ndarray:
+def _embed_chunk(chunk: list[ScanRow], backend: Backend, views: int, view_seed: int, first_row: int) -> np.ndarray:
+    """Return [1 + views, len(chunk), D] embeddings: the scans, then each synthetic view."""
     images = []
     for row in chunk:
         try:
             images.append(read_image(row.image))
         except InputError as exc:
             raise GalleryError(f"reference scan for {row.card.card_id} is unreadable: {exc}") from None
-    batch = prepare_batch(images, backend.contract)
-    return backend.embed(batch)
+
+    sets = [images]
+    for view in range(views):
+        sets.append([_camera_view(image, view_seed, first_row + i, view) for i, image in enumerate(images)])
+    return np.stack([backend.embed(prepare_batch(group, backend.contract)) for group in sets])
 
 
-def _build_key(rows: list[ScanRow], backend: Backend) -> str:
-    digest = hashlib.sha256(backend.contract.model_id.encode())
+def _camera_view(scan: np.ndarray, seed: int, row: int, view: int) -> np.ndarray:
+    """Render the scan into a random synthetic scene and warp its true quad back to an upright card."""
+    from pokedge import synth
+    from pokedge.detection.geometry import warp_card
+
+    rng = np.random.default_rng([seed, row, view])
+    scene = synth.render_scene(scan, rng, frame_size=(960, 720))
+    return warp_card(scene.frame, scene.quads[0])
+
+
+def _build_key(rows: list[ScanRow], backend: Backend, views: int, view_seed: int) -> str:
+    digest = hashlib.sha256(f"{backend.contract.model_id}\t{views}\t{view_seed}\n".encode())
     for row in rows:
         digest.update(f"{row.card.card_id}\t{row.image}\n".encode())
     return digest.hexdigest()
