@@ -21,8 +21,6 @@ from pokedge.bench.targets import evaluate_targets
 
 _log = logging.getLogger(__name__)
 
-SECTIONS = ("stages", "fps", "search", "cold_start", "compare")
-
 
 @dataclass
 class BenchOptions:
