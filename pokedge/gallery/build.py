@@ -112,7 +112,7 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
     extra = {**_producer_facts(backend), "views_per_card": views, "view_seed": view_seed}
     save_gallery(out_dir, embeddings, card_ids, cards, producer=backend.contract.model_id, extra=extra)
     shutil.rmtree(work, ignore_errors=True)
-    _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(rows), len(cards))
+    _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(card_ids), len(cards))
     return out_dir
 
 
