@@ -8,8 +8,10 @@ in its output: its embedding figures are then far below a real network's.
 Extra backends: ONNX INT8 (static quantization of the fp32 model, calibrated
 on rendered card crops and cached in the temp folder), and Hailo: a real
 device when HailoRT and a HEF contract are present, else the HailoRT test
-double from tests/fake_hailo (labelled "hailo-double"; it runs the ONNX
-model on the CPU, so it measures pokedge's Hailo code path, not the NPU).
+double when POKEDGE_BENCH_HAILO_DOUBLE names its folder (scripts/benchmark.py
+sets it to the copy under tests/; the package itself never ships or finds
+the double). The double is labelled "hailo-double": it runs the ONNX model
+on the CPU, so it measures pokedge's Hailo code path, not the NPU.
 """
 
 from __future__ import annotations
@@ -170,9 +172,10 @@ def _open_real_hailo(inputs: BenchInputs):
 
 def _open_hailo_double(onnx_contract: Path, workdir: Path):
     """Open the Hailo backend on the HailoRT test double; return (backend, label, note) or (None, None, reason)."""
-    fake_dir = TESTS_DIR / "fake_hailo"
-    if not fake_dir.is_dir():
-        return None, None, f"no Hailo device and no HailoRT test double at {fake_dir}; Hailo not measured"
+    fake_dir = _double_dir()
+    if fake_dir is None or not fake_dir.is_dir():
+        return None, None, ("no Hailo device, and POKEDGE_BENCH_HAILO_DOUBLE names no HailoRT test double "
+                            "(run scripts/benchmark.py to use it); Hailo not measured")
     if _real_hailort_installed():
         return None, None, "HailoRT is installed but no HEF contract is active; Hailo not measured (sync a HEF model)"
 
@@ -204,16 +207,27 @@ def hailo_host_overhead(batch: int = 8, repeats: int = 100) -> dict | None:
     return {name: round(value, 2) for name, value in hailo_overhead.measure_overhead(batch=batch, repeats=repeats).items()}
 
 
+def _double_dir() -> Path | None:
+    """Folder of the HailoRT test double, from POKEDGE_BENCH_HAILO_DOUBLE; None when unset."""
+    value = os.environ.get("POKEDGE_BENCH_HAILO_DOUBLE")
+    return Path(value).resolve() if value else None
+
+
+def _is_double(origin: str | None) -> bool:
+    folder = _double_dir()
+    return folder is not None and origin is not None and str(Path(origin).resolve()).startswith(str(folder))
+
+
 def _real_hailort_installed() -> bool:
     import importlib.util
 
     spec = importlib.util.find_spec("hailo_platform")
-    return spec is not None and "fake_hailo" not in str(spec.origin)
+    return spec is not None and not _is_double(spec.origin)
 
 
 def _hailo_is_double_loaded() -> bool:
     module = sys.modules.get("hailo_platform")
-    return module is not None and "fake_hailo" in str(getattr(module, "__file__", ""))
+    return module is not None and _is_double(getattr(module, "__file__", None))
 
 
 def _import_from_tests(name: str):
