@@ -35,9 +35,9 @@ def register(subparsers) -> None:
                                    description="Recognize every card in each image and print what it is.")
     parser.add_argument("--image", action="append", type=Path, default=[], metavar="PATH",
                         help="image file to scan; repeat for several")
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="more image files")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="more image files to scan, as with --image")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
-    parser.add_argument("--top-k", type=int, default=3, help="alternatives listed per card (default 3)")
+    parser.add_argument("--top-k", type=int, default=3, help="alternatives per card in --json output (default 3)")
     parser.add_argument("--save-crops", type=Path, metavar="DIR", help="write each warped card as a JPEG here")
     parser.add_argument("--camera", nargs="?", const="picamera2", metavar="SOURCE",
                         help="scan one card from a camera instead of images: wait until a card is confirmed, print "

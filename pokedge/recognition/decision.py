@@ -103,8 +103,14 @@ def name_margin(hits: list[Hit], gallery: Gallery) -> float:
     return hits[0].score
 
 
-def decide(hits: list[Hit], gallery: Gallery, thresholds: Thresholds, same_art_delta: float = 0.03) -> Decision:
-    """Classify one query's hits as match, unknown or not a card."""
+def decide(hits: list[Hit], gallery: Gallery, thresholds: Thresholds, same_art_delta: float = 0.1) -> Decision:
+    """Classify one query's hits as match, unknown or not a card.
+
+    Prints of the same name within `same_art_delta` of the top-1 score are
+    listed as same-art alternatives (reprints of one artwork).
+    """
+    # NOTE: the 0.1 default is an estimate, not calibrated; another artwork of
+    # the same Pokemon can fall inside it and be listed as same art.
     if not hits or hits[0].score < thresholds.card_floor:
         return Decision(NOT_A_CARD, hits, 0.0, [])
 

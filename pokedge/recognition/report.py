@@ -78,7 +78,7 @@ def _card_line(n: int, card: dict[str, Any]) -> str:
     y = min(p[1] for p in card["quad"])
     where = f"at ({x:.0f}, {y:.0f})"
     if card["status"] == MATCH:
-        line = (f"#{n} {card['card_id']:<14} {card['name']} - {card['set_name'] or card['set_id']} "
+        line = (f"#{n} match {card['card_id']:<14} {card['name']} - {card['set_name'] or card['set_id']} "
                 f"#{card['number']}  score {card['score']:.3f}  {where}")
         if card["same_art"]:
             line += f"  (same art: {', '.join(card['same_art'])})"
