@@ -7,6 +7,8 @@ Three kinds of query are collected with the real pipeline:
 - unknown: scenes of held-out cards searched against the gallery without
   them (and without every card of the same name), so the nearest card is a
   different card; the answer should be unknown.
+- made-up cards: scenes of card-shaped drawings that are no Pokemon card
+  (like other games' cards); they join the unknown queries.
 - background: frames with no card at all; whatever quads the detector finds
   there should fall below the card floor.
 
@@ -86,6 +88,27 @@ def collect(recognizer: Recognizer, rows: list[ScanRow], count: int, seed: int,
         if progress:
             progress(n, count)
     return samples
+
+
+def collect_made_up(recognizer: Recognizer, count: int, seed: int,
+                    frame_size: tuple[int, int] = (960, 720)) -> Samples:
+    """Top-1 scores and margins of scenes showing a card drawn by `synth.make_test_card`."""
+    rng = np.random.default_rng(seed)
+    samples = Samples()
+    for _ in range(count):
+        scene = synth.render_scene(synth.make_test_card(rng), rng, frame_size=frame_size)
+        card = match_to_truth(recognizer.recognize(scene.frame).cards, scene.quads[0])
+        if card is None:
+            samples.missed += 1
+            continue
+        samples.scores.append(card.score)
+        samples.margins.append(card.margin)
+        samples.correct.append(False)
+    return samples
+
+
+def _merge(a: Samples, b: Samples) -> Samples:
+    return Samples(a.scores + b.scores, a.margins + b.margins, a.correct + b.correct, a.missed + b.missed)
 
 
 def collect_background(recognizer: Recognizer, count: int, seed: int,
@@ -181,6 +204,8 @@ def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: in
 
     known = collect(permissive, kept, scenes, seed + 1, make("known scenes"))
     unknown = collect(held_out, held, max(scenes // 2, 1), seed + 2, make("unknown scenes"))
+    made_up = collect_made_up(permissive, max(scenes // 4, 1), seed + 4)
+    unknown = _merge(unknown, made_up)
     background = collect_background(permissive, background_frames, seed + 3)
 
     thresholds, report = fit(known, unknown, background)
