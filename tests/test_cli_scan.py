@@ -67,7 +67,8 @@ def test_bad_inputs_do_not_stop_the_run(tmp_path, scene_file, tiny_contract, tin
     assert result.returncode == 1
     reports = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["image"] for r in reports] == [str(p) for p in inputs]
-    assert "cards" in reports[2] and "error" not in reports[2]
+    assert "cards" in reports[2]
+    assert "error" not in reports[2]
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 5
     for path, line in zip([empty, text, truncated, tiny, missing], errors):

@@ -104,7 +104,7 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
         if progress:
             progress(done, len(rows))
 
-    # Each chunk holds [1 + views, len(chunk), D]: the scans, then each view.
+    # Each chunk file is [1 + views, len(chunk), D]: the scans, then each view.
     parts = [np.load(work / f"chunk_{n:05d}.npy") for n in range(len(chunks))]
     embeddings = np.concatenate([np.concatenate([p[v] for p in parts]) for v in range(1 + views)])
     card_ids = [row.card.card_id for row in rows] * (1 + views)
