@@ -96,7 +96,8 @@ class BenchContext:
             try:
                 backend = self.backend(label)
             except Exception as exc:  # a missing quantizer or device skips one backend, not the run
-                self.notes.append(f"{label} not measured: {exc}")
+                if not (label in HAILO_LABELS and self._hailo_reason in self.notes):  # noted once already
+                    self.notes.append(f"{label} not measured: {exc}")
                 continue
             opened[self.hailo_label if label in HAILO_LABELS else label] = backend
         return opened
