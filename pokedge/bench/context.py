@@ -112,7 +112,8 @@ class BenchContext:
             self._indexes[spec] = GalleryIndex(self.gallery, threads=1, spec=spec, cache_folder=self.workdir / "index")
         return self._indexes[spec]
 
-    def recognizer(self, backend: str = FP32, threads: int | None = None, index: IndexSpec | str | None = None) -> Recognizer:
+    def recognizer(self, backend: str = FP32, threads: int | None = None,
+                   index: IndexSpec | str | None = None) -> Recognizer:
         return Recognizer(self.backend(backend, threads), self.gallery, self.thresholds, detector=self.detector,
                           index=self.index(index))
 

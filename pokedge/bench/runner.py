@@ -24,7 +24,10 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class BenchOptions:
-    """Benchmark settings: sections, repetitions, sizes and inputs; `for_mode` fills the --quick, normal and --full defaults."""
+    """Benchmark settings: sections, repetitions, sizes and inputs.
+
+    `for_mode` fills the defaults of --quick, normal and --full runs.
+    """
 
     quick: bool = False
     full: bool = False

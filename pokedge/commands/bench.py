@@ -27,7 +27,8 @@ def register(subparsers) -> None:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="few frames and repeats, search at 601 and 17,592 rows")
-    mode.add_argument("--full", action="store_true", help="also search 1,000,000 rows (needs about 8 GB of RAM)")
+    mode.add_argument("--full", action="store_true",
+                      help="also search 1,000,000 rows (an estimate: 15-30 minutes, up to 8 GB of RAM)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON object to FILE")
     parser.add_argument("--compare", metavar="A,B",
@@ -35,7 +36,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         "'threads=1,threads=2' or 'backend=onnx-fp32,backend=onnx-int8' (settings: threads, "
                         "backend, index, mode, detect_workers, cv_threads; join several with '+')")
     parser.add_argument("--only-compare", action="store_true", help="with --compare, skip every other section")
-    parser.add_argument("--skip", action="append", choices=SECTIONS, default=[], help="leave out a section (repeat for several)")
+    parser.add_argument("--skip", action="append", choices=SECTIONS, default=[],
+                        help="leave out a section (repeat for several)")
     parser.add_argument("--frames", type=int, metavar="N", help="frames rendered per frame size (default 4, quick 2)")
     parser.add_argument("--repeats", type=int, metavar="N", help="passes over the frames for stage timings (default 3)")
     parser.add_argument("--search-sizes", metavar="N,N", help="gallery sizes for search scaling, comma separated")
