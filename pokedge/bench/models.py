@@ -3,7 +3,7 @@
 The shipped default model and gallery are used when they exist. Without
 them (a checkout where they are not built yet) the benchmark falls back to
 the tests' tiny pooling model and a gallery of synthetic cards, and notes it
-in its output: its embedding figures are then far below a real network's.
+in its output. Its embedding figures are then far below a real network's.
 
 Extra backends: ONNX INT8 (static quantization of the fp32 model, calibrated
 on rendered card crops and cached in the temp folder), and Hailo: a real

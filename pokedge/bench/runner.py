@@ -169,7 +169,7 @@ def pipeline_ort_threads() -> int:
     """Return ONNX Runtime's thread count in the pipeline: every usable core but one, which detection keeps.
 
     Detection is mostly Python and numpy work that holds the GIL, so it runs
-    on one core at a time; an embedding stage that also claims that core only
+    on one core at a time. An embedding stage that also claims that core only
     makes the two wait on each other.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

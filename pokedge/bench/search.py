@@ -26,9 +26,9 @@ KINDS = ("flat", "fp16", "sq8", "hnsw", "hnsw_sq8", "ivfpq")
 QUERY_BATCH = 6
 # FAISS threads while measuring: one, as in the pipeline, where the other cores embed and detect.
 SEARCH_THREADS = 1
-# From this size on, two kinds are left out to keep a --full run within memory and time: the
-# float32 HNSW graph keeps a second float32 copy (3.3 GB at 1,000,000 rows), and fp16 is a
-# brute-force scan like sq8 with twice its memory.
+# From this size on, two kinds are left out to keep a --full run within memory and time.
+# The float32 HNSW graph keeps a second float32 copy (3.3 GB at 1,000,000 rows), and fp16
+# is a brute-force scan like sq8 with twice its memory.
 LARGE_ROWS = 500_000
 SKIPPED_WHEN_LARGE = {
     "hnsw": "float32 HNSW is left out at 500,000 rows and more (a second float32 copy); see hnsw_sq8",
@@ -37,7 +37,7 @@ SKIPPED_WHEN_LARGE = {
 
 
 # Seconds of searching after which an index's timing stops (at 100 queries or more), so
-# brute-force kinds at 1,000,000 rows do not take minutes; recall then covers the queries searched.
+# brute-force kinds at 1,000,000 rows do not take minutes. Recall then covers the queries searched.
 QUERY_TIME_BUDGET_S = 15.0
 MIN_TIMED_QUERIES = 100
 
