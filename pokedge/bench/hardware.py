@@ -6,8 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-# PCI vendor id of Hailo Technologies, as the hailo_pci driver binds it.
-HAILO_PCI_VENDOR = "0x1e60"
+from pokedge.backends import pcie
 
 
 def describe_hardware() -> dict:
@@ -60,28 +59,13 @@ def hailort_version() -> str | None:
     return str(getattr(hailo_platform, "__version__", "unknown"))
 
 
-def hailo_pcie_links(root: Path = Path("/sys/bus/pci/devices")) -> list[dict]:
+def hailo_pcie_links() -> list[dict]:
     """Return the PCIe link speed and width of every Hailo device, read from sysfs; empty when none is found."""
-    links = []
-    if not root.is_dir():
-        return links
-    for device in sorted(root.iterdir()):
-        if _read(device / "vendor") != HAILO_PCI_VENDOR:
-            continue
-        links.append({
-            "address": device.name,
-            "link_speed": _read(device / "current_link_speed"),
-            "link_width": _read(device / "current_link_width"),
-            "max_link_speed": _read(device / "max_link_speed"),
-        })
-    return links
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+    return [
+        {"address": link["address"], "link_speed": link["current_link_speed"],
+         "link_width": link["current_link_width"], "max_link_speed": link["max_link_speed"]}
+        for link in pcie.hailo_pcie_links()
+    ]
 
 
 def _version(module: str) -> str | None:

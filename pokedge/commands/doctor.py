@@ -17,6 +17,7 @@ from typing import Any
 from pokedge import __version__, paths
 from pokedge.backends.hailo_options import add_hailo_arguments, hailo_options_from_args
 from pokedge.backends.probe import find_hef_contract, probe_hailo
+from pokedge.backends.pcie import hailo_pcie_links
 from pokedge.backends.select import explain_auto
 from pokedge.contract import ModelContract, load_contract
 from pokedge.errors import PokedgeError
@@ -26,7 +27,6 @@ _log = logging.getLogger(__name__)
 # Roots of the kernel interfaces read here; tests point them at temporary folders.
 SYS_PCI_DEVICES = Path("/sys/bus/pci/devices")
 DEV_DIR = Path("/dev")
-HAILO_PCI_VENDOR = "0x1e60"
 
 
 def register(subparsers) -> None:
@@ -186,30 +186,8 @@ class _Named:
 
 
 def pcie_links() -> list[dict[str, Any]]:
-    """Link speed and width of every Hailo PCIe function (vendor 0x1e60), read from sysfs."""
-    links = []
-    try:
-        functions = sorted(SYS_PCI_DEVICES.iterdir())
-    except OSError:
-        return links
-    for function in functions:
-        if _read(function / "vendor") != HAILO_PCI_VENDOR:
-            continue
-        links.append({
-            "address": function.name,
-            "current_link_speed": _read(function / "current_link_speed"),
-            "current_link_width": _read(function / "current_link_width"),
-            "max_link_speed": _read(function / "max_link_speed"),
-            "max_link_width": _read(function / "max_link_width"),
-        })
-    return links
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+    """Link speed and width of every Hailo PCIe function, read from sysfs."""
+    return hailo_pcie_links(SYS_PCI_DEVICES)
 
 
 def camera_info() -> dict[str, Any]:
