@@ -31,9 +31,10 @@ class RuntimeSources:
 def resolve_sources(model: Path | None = None, gallery: Path | None = None,
                     data_dir: Path | None = None) -> RuntimeSources:
     """Pick the model and gallery: explicit paths, else the active synced version, else the shipped defaults."""
-    active = _active_version(data_dir)
-    if model is None and gallery is None and active is not None:
-        return active
+    if model is None and gallery is None:
+        active = _active_version(data_dir)
+        if active is not None:
+            return active
 
     onnx_contract = Path(model) if model else paths.DEFAULT_CONTRACT
     gallery_dir = Path(gallery) if gallery else paths.DEFAULT_GALLERY
@@ -41,10 +42,7 @@ def resolve_sources(model: Path | None = None, gallery: Path | None = None,
 
 
 def _active_version(data_dir: Path | None) -> RuntimeSources | None:
-    try:
-        from pokedge.sync.versions import resolve_active
-    except ImportError:
-        return None
+    from pokedge.sync.versions import resolve_active
 
     active = resolve_active(Path(data_dir) if data_dir else paths.data_dir())
     if active is None:
@@ -67,7 +65,7 @@ def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int
     try:
         gallery_dir = _gallery_for(engine.contract, sources)
         gallery = load_gallery(gallery_dir)
-        _check_gallery(gallery, engine, onnx_contract)
+        _check_gallery(gallery, engine)
         thresholds = load_thresholds(gallery_dir, gallery.producer)
     except Exception:
         engine.close()
@@ -84,16 +82,14 @@ def _gallery_for(contract: ModelContract, sources: RuntimeSources) -> Path:
     return sources.gallery_dir
 
 
-def _check_gallery(gallery: Gallery, engine, onnx_contract: ModelContract) -> None:
-    """Refuse a gallery from another model; a Hailo backend may use the ONNX gallery only with a passing parity record."""
+def _check_gallery(gallery: Gallery, engine) -> None:
+    """Reject a gallery from another model; a Hailo backend may use the ONNX gallery only with a passing parity record."""
     contract = engine.contract
     if gallery.producer == contract.model_id or contract.format != "hef":
         check_compatible(gallery, contract.model_id, contract.output.dim, contract.sha256)
         return
-    try:
-        from pokedge.parity import gallery_allowed
-    except ImportError:
-        check_compatible(gallery, contract.model_id, contract.output.dim)
-        return
+
+    from pokedge.parity import gallery_allowed
+
     gallery_allowed(gallery, engine, contract.model_path.parent)
 
