@@ -1,4 +1,4 @@
-"""Where pokedge finds its shipped defaults and its data folder."""
+"""Locations of the shipped defaults and of the data folder."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ DEFAULT_GALLERY = REPO_ROOT / "embeddings" / "default"
 
 
 def data_dir() -> Path:
-    """Return the folder that holds synced versions (POKEDGE_DATA_DIR, else ~/.local/share/pokedge)."""
+    """Return the folder of synced versions (POKEDGE_DATA_DIR, else ~/.local/share/pokedge)."""
     env = os.environ.get("POKEDGE_DATA_DIR")
     if env:
         return Path(env)

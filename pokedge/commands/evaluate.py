@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     parser.add_argument("--shared", action="store_true",
                         help="use ../shared/data: its photos, negatives, 2000 synthetic scenes and self-retrieval")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--details", action="store_true", help="list every photo with its answer")
+    parser.add_argument("--details", action="store_true", help="list every photo with the recognized cards")
     add_runtime_options(parser)
     parser.set_defaults(func=run)
 

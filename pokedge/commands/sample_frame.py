@@ -15,7 +15,7 @@ from pokedge.errors import InputError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample-frame", help="write a synthetic photo of a card for a first test",
-        description="Render a card drawn by pokedge (not a real card, so scan answers 'unknown card') into a "
+        description="Render a card drawn by pokedge (not a real card, so scan reports 'unknown card') into a "
                     "camera-like photo on a textured background.")
     parser.add_argument("path", type=Path, help="JPEG file to write")
     parser.add_argument("--seed", type=int, default=3, help="seed of the drawing (default 3)")

@@ -1,4 +1,4 @@
-"""What a card detector returns."""
+"""The detection result type and the card's size constants."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Three kinds of query are collected with the real pipeline:
   match, counted as correct when the top-1 card has the true name.
 - unknown: scenes of held-out cards searched against the gallery without
   them (and without every card of the same name), so the nearest card is a
-  different card; the answer should be unknown.
+  different card. The expected result is unknown.
 - made-up cards: scenes of card-shaped drawings that are no Pokemon card
   (like other games' cards); they join the unknown queries.
 - background: frames with no card at all; whatever quads the detector finds

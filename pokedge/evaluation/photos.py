@@ -2,8 +2,9 @@
 
 The labels CSV has the columns photo, card_id and conditions. A photo of
 several cards lists their ids separated by ';'. The `oog` condition marks a
-card that is not in the gallery; whether a card is in the gallery is decided
-by looking its id up in the gallery, never by its set.
+card that is not in the gallery. Whether a card is in the gallery is decided
+by looking its id up in the gallery, never by its set, because some sets are
+only partly in the gallery.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def evaluate_photos(recognizer: Recognizer, folder: Path, labels: list[PhotoLabe
 
 
 def _primary(cards: list[CardResult]) -> CardResult | None:
-    """The card a single-card photo is about: the best match, else the best unknown."""
+    """Return the card a single-card photo is about: the best match, else the best unknown."""
     if not cards:
         return None
     return max(cards, key=lambda c: (c.status == MATCH, c.score))

@@ -88,7 +88,7 @@ def render_cases(rows: list[ScanRow], count: int, seed: int, conditions: tuple[s
 
 
 def match_to_truth(cards: list[CardResult], truth_quad: np.ndarray) -> CardResult | None:
-    """The recognized card whose quad overlaps the true quad most (IoU at least 0.3)."""
+    """Return the recognized card whose quad overlaps the true quad most (IoU at least 0.3), else None."""
     best, best_iou = None, 0.3
     for card in cards:
         iou = geometry.quad_iou(card.quad, truth_quad)

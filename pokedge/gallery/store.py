@@ -48,7 +48,7 @@ class CardInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, Any]:
-        """Return the entry in the original metadata.json shape (`set` holds the set code)."""
+        """Return the entry in the original metadata.json shape (`set` is the set code)."""
         entry = {"id": self.card_id, "name": self.name, "set": self.set_id, "number": self.number}
         if self.set_name:
             entry["set_name"] = self.set_name
@@ -115,7 +115,7 @@ def check_compatible(gallery: Gallery, producer: str, dim: int, model_sha256: st
     """
     if gallery.dim != dim:
         raise GalleryError(
-            f"gallery {gallery.path} holds {gallery.dim}-dim embeddings made by {gallery.producer}, "
+            f"gallery {gallery.path} contains {gallery.dim}-dim embeddings made by {gallery.producer}, "
             f"but model {producer} outputs {dim} values; use the gallery built for this model"
         )
     if gallery.producer != producer:
