@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--negatives", type=Path, help="folder of photos without a Pokemon card front")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="synthetic scenes to render (default 0)")
     parser.add_argument("--self-retrieval", action="store_true", help="check that every reference scan finds itself")
+    parser.add_argument("--reprints", type=int, default=0, metavar="VIEWS",
+                        help="photograph both prints of every same-art reprint pair VIEWS times (synthetic scenes) "
+                             "and count how often the right print comes first (default 0: off)")
     parser.add_argument("--cards", type=Path, default=SHARED / "gallery" / "cards.csv",
                         help="cards CSV of the reference scans, for synthetic scenes and self-retrieval")
     parser.add_argument("--scans", type=Path, help="folder that image_path is relative to")
@@ -49,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         args.negatives = args.negatives or SHARED / "negatives"
         args.synthetic = args.synthetic or 2000
         args.self_retrieval = True
-    if not (args.photos or args.negatives or args.synthetic or args.self_retrieval):
-        raise PokedgeError("nothing to evaluate; give --photos, --negatives, --synthetic N, --self-retrieval or --shared")
+    if not (args.photos or args.negatives or args.synthetic or args.self_retrieval or args.reprints):
+        raise PokedgeError("nothing to evaluate; give --photos, --negatives, --synthetic N, --self-retrieval, "
+                           "--reprints VIEWS or --shared")
 
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
     recognizer = open_recognizer(sources, args.backend, threads=args.threads)
@@ -80,14 +84,25 @@ def _evaluate(recognizer, args: argparse.Namespace) -> dict[str, Any]:
         if args.details:
             result["photos"] = report.per_photo
 
-    if args.synthetic or args.self_retrieval:
+    if args.synthetic or args.self_retrieval or args.reprints:
         rows = read_cards_csv(args.cards, args.scans)
         if args.self_retrieval:
             result["self_retrieval"] = self_retrieval(recognizer, rows, progress=Progress("self-retrieval"))
         if args.synthetic:
             synthetic = evaluate_synthetic(recognizer, rows, args.synthetic, args.seed, Progress("synthetic scenes"))
             result["synthetic"] = synthetic.as_dict()
+        if args.reprints:
+            result["reprints"] = _reprints(recognizer, rows, args)
     return result
+
+
+def _reprints(recognizer, rows, args: argparse.Namespace) -> dict[str, Any]:
+    from pokedge.evaluation.reprints import evaluate_reprints, same_art_pairs
+
+    pairs = same_art_pairs(rows)
+    _log.info("%d same-art reprint pairs among %d reference scans", len(pairs), len(rows))
+    report = evaluate_reprints(recognizer, pairs, args.reprints, args.seed, progress=Progress("reprint pairs"))
+    return report.as_dict()
 
 
 def _pct(value) -> str:
@@ -114,6 +129,11 @@ def _table(result: dict[str, Any], details: bool) -> str:
         for condition, tally in s["by_condition"].items():
             lines.append(f"  {condition:<22} n={tally['n']:<4} det {_pct(tally['detected'])}  top1 {_pct(tally['top1'])}  "
                          f"name {_pct(tally['top1_name'])}")
+    if "reprints" in result:
+        r = result["reprints"]
+        lines.append(f"same-art reprints: {r['pairs']} pairs, {r['queries']} scenes  right print {_pct(r['right_print'])}  "
+                     f"other print {_pct(r['other_print'])}  both in top-5 {_pct(r['both_listed'])}  "
+                     f"flagged same art {_pct(r['flagged_same_art'])}")
     if details and "photos" in result:
         for row in result["photos"]:
             lines.append(f"  {row['photo']:<34} {row['kind']:<8} ok={row['ok']}  truth={row.get('truth', '-')}  "
