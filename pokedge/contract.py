@@ -67,6 +67,9 @@ class ModelContract:
     format: str = "onnx"
     target: str = "cpu"
     sha256: str | None = None
+    # sha256 of the fp32 model that this one was quantized or compiled from.
+    # Both embed into the same space, so galleries built by that model serve this one.
+    derived_from: str | None = None
     input: InputSpec = field(default_factory=InputSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
     source: Path | None = None
@@ -133,9 +136,8 @@ def contract_from_dict(data: Any, source: Path | None = None) -> ModelContract:
     target = data.get("target", "cpu")
     if not isinstance(target, str):
         raise ContractError(f"{where}: field 'target' must be a string, got {target!r}")
-    sha256 = data.get("sha256")
-    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64):
-        raise ContractError(f"{where}: field 'sha256' must be 64 hex digits, got {sha256!r}")
+    sha256 = _optional_sha256(data, "sha256", where)
+    derived_from = _optional_sha256(data, "derived_from", where)
 
     input_spec = _input_spec(data.get("input", {}), where)
     output_spec = _output_spec(data.get("output", {}), where)
@@ -150,10 +152,18 @@ def contract_from_dict(data: Any, source: Path | None = None) -> ModelContract:
         format=fmt,
         target=target,
         sha256=sha256,
+        derived_from=derived_from,
         input=input_spec,
         output=output_spec,
         source=source,
     )
+
+
+def _optional_sha256(data: dict, key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not (isinstance(value, str) and len(value) == 64):
+        raise ContractError(f"{where}: field {key!r} must be 64 hex digits, got {value!r}")
+    return value
 
 
 def _input_spec(data: Any, where: str) -> InputSpec:

@@ -465,8 +465,8 @@ def quantize_student(args, contract_path: Path, calibration: np.ndarray) -> Path
             root.setLevel(level)
 
     # The INT8 model embeds into the same space, so it keeps the fp32 model's id and
-    # names the fp32 file it was made from; galleries of the fp32 model serve both.
-    int8 = dataclasses.replace(contract, file=INT8_FILE, sha256=file_sha256(model_path))
+    # records the fp32 model's sha256, which lets galleries of the fp32 model serve both.
+    int8 = dataclasses.replace(contract, file=INT8_FILE, sha256=file_sha256(model_path), derived_from=contract.sha256)
     path = args.out_dir / INT8_CONTRACT_FILE
     int8.save(path)
     return path

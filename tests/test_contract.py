@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -79,3 +80,46 @@ def test_unknown_schema_is_refused(tmp_path):
     path.write_text(json.dumps({**default_contract().to_dict(), "schema": "pokedge.contract/9"}))
     with pytest.raises(ContractError, match="unsupported schema"):
         load_contract(path)
+
+
+def test_derived_from_round_trips(tmp_path):
+    path = tmp_path / "m-int8.contract.json"
+    contract = default_contract(model_id="m:1", file="m-int8.onnx")
+    dataclasses.replace(contract, sha256="b" * 64, derived_from="a" * 64).save(path)
+
+    loaded = load_contract(path)
+
+    assert loaded.derived_from == "a" * 64
+    assert loaded.sha256 == "b" * 64
+
+
+def test_bad_derived_from_is_named():
+    data = default_contract(model_id="m:1", file="m.onnx").to_dict()
+    data["derived_from"] = "not-a-digest"
+
+    with pytest.raises(ContractError, match="derived_from"):
+        contract_from_dict(data)
+
+
+def test_quantized_copy_uses_the_fp32_gallery(tmp_path, tiny_contract, tiny_gallery):
+    import onnx
+
+    from pokedge.contract import file_sha256
+    from pokedge.errors import GalleryError
+    from pokedge.recognition.runtime import RuntimeSources, open_recognizer
+
+    fp32 = load_contract(tiny_contract)
+    # Another file of the same function stands in for a quantized copy: its sha256 differs.
+    model = onnx.load(str(fp32.model_path))
+    model.doc_string = "quantized copy"
+    onnx.save(model, str(tmp_path / "copy.onnx"))
+    copy = dataclasses.replace(fp32, file="copy.onnx", sha256=file_sha256(tmp_path / "copy.onnx"), source=None)
+
+    dataclasses.replace(copy, derived_from=None).save(tmp_path / "unrelated.contract.json")
+    with pytest.raises(GalleryError, match="sha256"):
+        open_recognizer(RuntimeSources(tmp_path / "unrelated.contract.json", tiny_gallery), backend="onnx")
+
+    dataclasses.replace(copy, derived_from=file_sha256(fp32.model_path)).save(tmp_path / "copy.contract.json")
+    recognizer = open_recognizer(RuntimeSources(tmp_path / "copy.contract.json", tiny_gallery), backend="onnx")
+    assert recognizer.backend.contract.derived_from == file_sha256(fp32.model_path)
+    recognizer.backend.close()

@@ -118,8 +118,10 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
 
 def _producer_facts(backend: Backend) -> dict[str, str]:
     facts = {"built_by": "pokedge gallery build"}
-    if backend.contract.sha256:
-        facts["producer_sha256"] = backend.contract.sha256
+    # A quantized copy records its fp32 model; the gallery names that model's file.
+    model_sha256 = backend.contract.derived_from or backend.contract.sha256
+    if model_sha256:
+        facts["producer_sha256"] = model_sha256
     return facts
 
 

@@ -86,7 +86,7 @@ def _check_gallery(gallery: Gallery, engine) -> None:
     """Reject a gallery from another model; a Hailo backend may use the ONNX gallery only with a passing parity record."""
     contract = engine.contract
     if gallery.producer == contract.model_id or contract.format != "hef":
-        check_compatible(gallery, contract.model_id, contract.output.dim, contract.sha256)
+        check_compatible(gallery, contract.model_id, contract.output.dim, contract.derived_from or contract.sha256)
         return
 
     from pokedge.parity import gallery_allowed
