@@ -5,7 +5,8 @@ import pytest
 
 from pokedge.errors import GalleryError
 from pokedge.gallery.index import GalleryIndex
-from pokedge.gallery.store import CardInfo, check_compatible, load_gallery, save_gallery
+from pokedge.gallery import store
+from pokedge.gallery.store import CardInfo, CardTable, check_compatible, embeddings_digest, load_gallery, save_gallery
 
 
 def _unit(rows, dim=8, seed=0):
@@ -110,3 +111,60 @@ def test_rebuilt_model_with_same_id_refused(tmp_path):
     check_compatible(gallery, "model:1", 8, "a" * 64)
     with pytest.raises(GalleryError, match="sha256"):
         check_compatible(gallery, "model:1", 8, "b" * 64)
+
+
+def test_card_table_round_trip():
+    cards = [
+        CardInfo("a-1", "Plain", "a", "1", "Set A"),
+        CardInfo("a-2", "With\x1fseparator", "a", "2"),
+        CardInfo("a-3", "Extra", "a", "3", extra={"rarity": "Rare", "hp": 60}),
+    ]
+    table = CardTable(cards)
+    assert len(table) == 3
+    assert list(table) == ["a-1", "a-2", "a-3"]
+    assert "a-2" in table
+    assert "b-1" not in table
+    for card in cards:
+        assert table[card.card_id] == card
+    assert table.get("b-1") is None
+
+
+def test_loaded_cards_are_a_card_table(small_gallery):
+    gallery = load_gallery(small_gallery)
+    assert isinstance(gallery.cards, CardTable)
+    assert gallery.cards["a-1"] == CardInfo("a-1", "Name a-1", "a", "1")
+
+
+def test_mapped_and_read_galleries_agree(small_gallery):
+    mapped = load_gallery(small_gallery)
+    read = load_gallery(small_gallery, mmap=False)
+    assert mapped.row_file is not None and read.row_file is None
+    assert np.array_equal(mapped.embeddings, read.embeddings)
+    assert mapped.digest == read.digest == embeddings_digest(read.embeddings)
+    rows = np.array([[3, 0, 3], [1, 1, 2]])
+    assert np.array_equal(mapped.rows(rows), read.embeddings[rows])
+    assert np.array_equal(read.rows(rows), read.embeddings[rows])
+
+
+def test_rows_out_of_range(small_gallery):
+    with pytest.raises(IndexError, match="0..3"):
+        load_gallery(small_gallery).rows(np.array([4]))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_bad_row_found_after_first_block(small_gallery, monkeypatch, mmap):
+    monkeypatch.setattr(store, "ROW_BLOCK_BYTES", 8 * 4)  # one 8-dim row a block
+    vectors = _unit(4)
+    vectors[3, 0] = np.nan
+    np.save(small_gallery / "embeddings.npy", vectors)
+    with pytest.raises(GalleryError, match="rows 3 to 3"):
+        load_gallery(small_gallery, mmap=mmap)
+
+
+def test_fortran_order_embeddings_read_not_mapped(small_gallery):
+    vectors = _unit(4)
+    np.save(small_gallery / "embeddings.npy", np.asfortranarray(vectors))
+    gallery = load_gallery(small_gallery)
+    assert gallery.row_file is None
+    assert np.array_equal(gallery.embeddings, vectors)
+    assert gallery.digest == embeddings_digest(vectors)

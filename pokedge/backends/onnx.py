@@ -10,14 +10,18 @@ import numpy as np
 from pokedge.backends.base import check_images, l2_normalize
 from pokedge.contract import ModelContract, file_sha256
 from pokedge.errors import BackendError
+from pokedge.heap import fix_mmap_threshold
 
 _log = logging.getLogger(__name__)
 
 NAME = "onnx"
 
 # Crops per ONNX Runtime call. A 3x3 binder page gives about 54 crops; in one
-# call ORT's activations for them peaked near 400 MB of RSS on x86_64.
-MAX_BATCH = 8
+# call ORT's activations for them peaked near 400 MB of RSS on x86_64. Each
+# crop in a call adds about 6 MB to the call's peak (the default
+# EfficientNet-Lite0 model, ORT 1.32, x86_64). On the 2-core benchmark
+# machine, 4 and 8 crops a call took the same time per crop within the noise.
+MAX_BATCH = 4
 
 
 class OnnxBackend:
@@ -35,6 +39,9 @@ class OnnxBackend:
         if verify_checksum and contract.sha256:
             _verify_sha256(path, contract.sha256)
 
+        # Set before the session allocates, because every call frees activation
+        # blocks of several MB that glibc would otherwise keep in the heap.
+        fix_mmap_threshold()
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # Without the arena, memory of a large batch goes back after the call

@@ -158,6 +158,8 @@ def reading(step, started):
 contract_path, gallery_dir, frame_path = sys.argv[1:4]
 started = time.perf_counter()
 reading("interpreter", started)
+from pokedge.heap import fix_mmap_threshold
+fix_mmap_threshold()  # as pokedge.cli.main does first
 import numpy, cv2
 reading("import numpy, cv2", started)
 import onnxruntime
@@ -165,8 +167,8 @@ reading("import onnxruntime", started)
 import faiss
 reading("import faiss", started)
 import pokedge.cli
-pokedge.cli.build_parser()
-reading("import pokedge commands", started)
+pokedge.cli.build_parser(["scan"])
+reading("import pokedge scan command", started)
 from pokedge.backends.onnx import OnnxBackend
 from pokedge.contract import load_contract
 backend = OnnxBackend(load_contract(contract_path))

@@ -57,7 +57,7 @@ class GalleryIndex:
             return build()
         from pokedge.gallery.index_cache import load_or_build
 
-        index = load_or_build(self.spec, self._vectors, build, cache_folder)
+        index = load_or_build(self.spec, self._vectors, build, cache_folder, self.gallery.digest)
         configure_search(index, self.spec)
         return index
 
@@ -91,7 +91,7 @@ class GalleryIndex:
         _, rows = self._index.search(queries, candidates)
 
         valid = rows >= 0
-        gathered = self._vectors[np.where(valid, rows, 0)]  # [N, candidates, D]
+        gathered = self.gallery.rows(np.where(valid, rows, 0))  # [N, candidates, D]
         exact = np.einsum("ncd,nd->nc", gathered, queries)
         exact = np.where(valid, exact, -np.inf)
 

@@ -1,7 +1,7 @@
 """On-disk cache of built FAISS indexes, so a large gallery's graph is built once, not at every start.
 
-A cache entry is named by a hash of the gallery's embedding bytes, the index
-parameters and the FAISS version, so a changed gallery, another index type
+A cache entry is named by a hash of the digest of the gallery's embedding
+bytes, the row count and dimension, the index parameters and the FAISS version, so a changed gallery, another index type
 or a FAISS upgrade never loads a stale index. The folder is
 POKEDGE_CACHE_DIR, else systemd's CACHE_DIRECTORY, else
 $XDG_CACHE_HOME/pokedge, else ~/.cache/pokedge; indexes go in its `index`
@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from pokedge.gallery.index_choice import IndexSpec
+from pokedge.gallery.store import embeddings_digest
 
 _log = logging.getLogger(__name__)
 
@@ -36,22 +37,30 @@ def cache_dir() -> Path:
     return base / "pokedge" / "index"
 
 
-def cache_key(vectors: np.ndarray, spec: IndexSpec) -> str:
-    """Return a hex key for `vectors` (C-contiguous float32) searched with `spec`."""
+def cache_key(vectors: np.ndarray, spec: IndexSpec, digest: str | None = None) -> str:
+    """Return a hex key for `vectors` (float32 rows) searched with `spec`.
+
+    `digest` is `embeddings_digest(vectors)` when the caller has it already,
+    as a loaded Gallery does; without it the rows are hashed here.
+    """
     import faiss
 
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{spec!r}|{vectors.shape}|faiss {faiss.__version__}".encode())
-    digest.update(memoryview(vectors).cast("B"))
-    return digest.hexdigest()
+    key = hashlib.blake2b(digest_size=16)
+    key.update(f"{spec!r}|{vectors.shape}|faiss {faiss.__version__}|".encode())
+    key.update((digest or embeddings_digest(vectors)).encode())
+    return key.hexdigest()
 
 
-def load_or_build(spec: IndexSpec, vectors: np.ndarray, build: Callable[[], object], folder: Path | None = None):
-    """Return the cached index for (`vectors`, `spec`), else call `build()` and store its result."""
+def load_or_build(spec: IndexSpec, vectors: np.ndarray, build: Callable[[], object], folder: Path | None = None,
+                  digest: str | None = None):
+    """Return the cached index for (`vectors`, `spec`), else call `build()` and store its result.
+
+    `digest` is passed on to cache_key().
+    """
     import faiss
 
     folder = folder or cache_dir()
-    path = folder / f"{cache_key(vectors, spec)}.faiss"
+    path = folder / f"{cache_key(vectors, spec, digest)}.faiss"
     if path.is_file():
         try:
             index = faiss.read_index(str(path))
