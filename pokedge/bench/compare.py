@@ -9,6 +9,7 @@ A configuration is one or more settings joined by "+", for example
   "hnsw_sq8:ef_search=64"), or "auto" for pokedge's choice
 - mode: sequential or pipelined
 - detect_workers: detection threads in pipelined mode
+- embed_workers: embedding threads in pipelined mode, sharing one ORT session
 - cv_threads: OpenCV's thread count (cv2.setNumThreads), set before each run
 
 Rounds alternate the order (A then B, then B then A) and each side's
@@ -40,6 +41,7 @@ class Config:
     index: str = "auto"
     mode: str = "sequential"
     detect_workers: int = 1
+    embed_workers: int = 1
     cv_threads: int | None = None
 
 
@@ -54,7 +56,7 @@ def parse_config(text: str) -> Config:
 
     config = Config(text)
     for key, value in values.items():
-        if key in ("threads", "detect_workers", "cv_threads"):
+        if key in ("threads", "detect_workers", "embed_workers", "cv_threads"):
             config = _with_int(config, key, value)
         elif key == "mode":
             if value not in MODES:
@@ -64,7 +66,7 @@ def parse_config(text: str) -> Config:
             config = _replace(config, **{key: value})
         else:
             raise ValueError(f"unknown setting {key!r} in {text!r}; use threads, backend, index, mode, "
-                             f"detect_workers or cv_threads")
+                             f"detect_workers, embed_workers or cv_threads")
     return config
 
 
@@ -114,7 +116,8 @@ class _Side:
 
             cv2.setNumThreads(self.config.cv_threads)
         if self.config.mode == "pipelined":
-            result = run_pipelined(self.recognizer, frames, count, detect_workers=self.config.detect_workers)
+            result = run_pipelined(self.recognizer, frames, count, detect_workers=self.config.detect_workers,
+                                   embed_workers=self.config.embed_workers)
             self.fps.append(result.fps)
         else:
             self._run_sequential(frames, count)
@@ -146,8 +149,9 @@ def _with_int(config: Config, key: str, value: str) -> Config:
         number = int(value)
     except ValueError:
         raise ValueError(f"setting {key} must be an integer, got {value!r}") from None
-    if number < 0 or (key == "detect_workers" and number < 1):
-        raise ValueError(f"setting {key} must be at least {1 if key == 'detect_workers' else 0}, got {number}")
+    least = 1 if key in ("detect_workers", "embed_workers") else 0
+    if number < least:
+        raise ValueError(f"setting {key} must be at least {least}, got {number}")
     return _replace(config, **{key: number})
 
 

@@ -64,7 +64,8 @@ def _throughput(record: dict) -> str:
     latency = record.get("latency_ms", {})
     rows = [("run", "frames/s", "latency p50 ms", "latency p99 ms"),
             ("sequential", _num(fps["sequential"]), *_pair(latency.get("sequential"))),
-            (f"pipelined ({fps['detect_workers']} detect, {fps.get('pipelined_ort_threads')} ORT threads)",
+            (f"pipelined ({fps['detect_workers']} detect, {fps.get('embed_workers', 1)} embed x "
+             f"{fps.get('pipelined_ort_threads')} ORT threads)",
              _num(fps["pipelined"]),
              *_pair(latency.get("pipelined")))]
     return f"End to end (pipelined / sequential = {_num(fps['pipelined_vs_sequential'])})\n" + _table(rows)

@@ -41,6 +41,7 @@ class BenchOptions:
     catalog_cards: int = coldstart.CATALOG_CARDS
     threads: int | None = None
     detect_workers: int = 1
+    embed_workers: int | None = None  # None: one a usable core (pipeline_embed_workers)
     compare: str | None = None
     compare_rounds: int = 4
     skip: tuple[str, ...] = ()
@@ -154,11 +155,12 @@ def _throughput(run: _Run) -> None:
     run.say("sequential and pipelined throughput")
     recognizer = run.context.recognizer(FP32)
     pipeline_threads = run.options.threads or pipeline_ort_threads()
+    embed_workers = run.options.embed_workers or pipeline_embed_workers()
     pipelined = run.context.recognizer(FP32, threads=pipeline_threads)
     count = run.options.frames_per_run or 2 * len(run.frames)
     tracker_factory = _tracker_factory(recognizer)
     figures = throughput.measure_throughput(recognizer, pipelined, run.frames, count, run.options.rounds,
-                                            tracker_factory, run.options.detect_workers)
+                                            tracker_factory, run.options.detect_workers, embed_workers)
     figures["sequential_ort_threads"] = run.options.threads or "all cores"
     figures["pipelined_ort_threads"] = pipeline_threads
     run.result["latency_ms"] = figures.pop("latency_ms")
@@ -166,14 +168,22 @@ def _throughput(run: _Run) -> None:
 
 
 def pipeline_ort_threads() -> int:
-    """Return ONNX Runtime's thread count in the pipeline: every usable core but one, which detection keeps.
+    """Return ONNX Runtime's thread count per call in the pipeline: one, because the embedding workers share the cores.
 
-    Detection is mostly Python and numpy work that holds the GIL, so it runs
-    on one core at a time. An embedding stage that also claims that core only
-    makes the two wait on each other.
+    An ORT call on several threads splits each layer between them and waits
+    for the slowest. When detection takes one of their cores, the others
+    wait, while single-thread calls on separate frames keep running.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return 1
+
+
+def pipeline_embed_workers() -> int:
+    """Return the number of embedding workers in the pipeline: one a usable core, so embedding can fill every idle core."""
+    return _usable_cores()
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _tracker_factory(recognizer):

@@ -7,6 +7,13 @@ FAISS release the GIL inside their native calls, so the stages run in
 parallel on separate cores. Results are put back into frame order before the
 tracker update, which needs frames in order.
 
+The embedding stage may run several workers that call one ONNX Runtime
+session at once, each on its own frame. With one ORT thread per call and a
+worker per core, embedding fills every core that detection leaves idle. One
+worker with one ORT thread leaves a core idle whenever detection waits for
+the embedding, and ORT threads of a shared pool stall when detection takes
+their core in the middle of a parallel step.
+
 With all frames ready at once the pipeline runs saturated, so its latency is
 the latency under full load (queueing included), not that of a camera paced
 below the pipeline's rate.
@@ -52,31 +59,59 @@ def run_sequential(recognizer: Recognizer, frames: list[BenchFrame], count: int,
 
 
 def run_pipelined(recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker=None,
-                  detect_workers: int = 1) -> RunResult:
+                  detect_workers: int = 1, embed_workers: int = 1) -> RunResult:
     """Recognize `count` frames with capture, detection, embedding and search in overlapping threads."""
-    pipeline = _Pipeline(recognizer, frames, count, tracker, detect_workers)
+    pipeline = _Pipeline(recognizer, frames, count, tracker, detect_workers, embed_workers)
     return pipeline.run()
 
 
+class _StageExit:
+    """Counts the workers of a stage that have finished; the last one puts end markers into the next queue."""
+
+    def __init__(self, workers: int, next_queue: queue.Queue, markers: int):
+        self._left = workers
+        self._lock = threading.Lock()
+        self._next_queue = next_queue
+        self._markers = markers
+
+    def finish(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            for _ in range(self._markers):
+                self._next_queue.put(_DONE)
+
+
 class _Pipeline:
-    def __init__(self, recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker, detect_workers: int):
+    def __init__(self, recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker, detect_workers: int,
+                 embed_workers: int):
         if detect_workers < 1:
             raise ValueError(f"detect_workers must be at least 1, got {detect_workers}")
+        if embed_workers < 1:
+            raise ValueError(f"embed_workers must be at least 1, got {embed_workers}")
         self.recognizer = recognizer
         self.frames = frames
         self.count = count
         self.tracker = tracker
         self.detect_workers = detect_workers
+        self.embed_workers = embed_workers
         self.to_detect: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.to_embed: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.to_search: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.errors: list[BaseException] = []
+        self.exits = {
+            self._capture: _StageExit(1, self.to_detect, detect_workers),
+            self._detect: _StageExit(detect_workers, self.to_embed, embed_workers),
+            self._embed: _StageExit(embed_workers, self.to_search, 1),
+        }
 
     def run(self) -> RunResult:
         threads = [threading.Thread(target=self._guard(self._capture), name="bench-capture")]
         threads += [threading.Thread(target=self._guard(self._detect), name=f"bench-detect-{n}")
                     for n in range(self.detect_workers)]
-        threads.append(threading.Thread(target=self._guard(self._embed), name="bench-embed"))
+        threads += [threading.Thread(target=self._guard(self._embed), name=f"bench-embed-{n}")
+                    for n in range(self.embed_workers)]
 
         start = time.perf_counter()
         for thread in threads:
@@ -97,24 +132,21 @@ class _Pipeline:
                 stage()
             except BaseException as exc:  # re-raised by run() on the calling thread
                 self.errors.append(exc)
-                self._drain_and_finish(stage)
+                self._drain_input(stage)
+            self.exits[stage].finish()
         return run_stage
 
-    def _drain_and_finish(self, stage) -> None:
-        if stage == self._capture:
-            for _ in range(self.detect_workers):
-                self.to_detect.put(_DONE)
-        elif stage == self._detect:
-            self.to_embed.put(_DONE)
-        else:
-            self.to_search.put(_DONE)
+    def _drain_input(self, stage) -> None:
+        """Take a failed stage's remaining input up to its end marker, so the stage before it does not block."""
+        inputs = {self._detect: self.to_detect, self._embed: self.to_embed}.get(stage)
+        if inputs is not None:
+            while inputs.get() is not _DONE:
+                pass
 
     def _capture(self) -> None:
         for number in range(self.count):
             began = time.perf_counter()
             self.to_detect.put((number, began, self.frames[number % len(self.frames)].decode()))
-        for _ in range(self.detect_workers):
-            self.to_detect.put(_DONE)
 
     def _detect(self) -> None:
         recognizer = self.recognizer
@@ -124,20 +156,13 @@ class _Pipeline:
             crops = recognizer._crops(image, detections)
             batch = prepare_batch([c.image for c in crops], recognizer.backend.contract)
             self.to_embed.put((number, began, detections, crops, batch))
-        self.to_embed.put(_DONE)
 
     def _embed(self) -> None:
-        finished = 0
         dim = self.recognizer.gallery.dim
-        while finished < self.detect_workers:
-            item = self.to_embed.get()
-            if item is _DONE:
-                finished += 1
-                continue
+        while (item := self.to_embed.get()) is not _DONE:
             number, began, detections, crops, batch = item
             embeddings = self.recognizer.backend.embed(batch) if len(batch) else np.zeros((0, dim), np.float32)
             self.to_search.put((number, began, detections, crops, embeddings))
-        self.to_search.put(_DONE)
 
     def _search(self) -> list[float]:
         """Search, decide and update the tracker in frame order; return the latency of every frame."""
@@ -160,7 +185,8 @@ class _Pipeline:
 
 
 def measure_throughput(recognizer: Recognizer, pipelined_recognizer: Recognizer, frames: list[BenchFrame],
-                       count: int, rounds: int, tracker_factory=None, detect_workers: int = 1) -> dict:
+                       count: int, rounds: int, tracker_factory=None, detect_workers: int = 1,
+                       embed_workers: int = 1) -> dict:
     """Alternate sequential and pipelined runs `rounds` times; return median fps, latency and their ratio.
 
     The two recognizers share the gallery and index and may differ in their
@@ -171,7 +197,8 @@ def measure_throughput(recognizer: Recognizer, pipelined_recognizer: Recognizer,
     sequential, pipelined = [], []
     for _ in range(rounds):
         sequential.append(run_sequential(recognizer, frames, count, _new(tracker_factory)))
-        pipelined.append(run_pipelined(pipelined_recognizer, frames, count, _new(tracker_factory), detect_workers))
+        pipelined.append(run_pipelined(pipelined_recognizer, frames, count, _new(tracker_factory), detect_workers,
+                                       embed_workers))
 
     fps_sequential = float(np.median([r.fps for r in sequential]))
     fps_pipelined = float(np.median([r.fps for r in pipelined]))
@@ -182,6 +209,7 @@ def measure_throughput(recognizer: Recognizer, pipelined_recognizer: Recognizer,
         "frames_per_run": count,
         "rounds": rounds,
         "detect_workers": detect_workers,
+        "embed_workers": embed_workers,
         "latency_ms": {
             "sequential": summarize(v for r in sequential for v in r.latencies_ms),
             "pipelined": summarize(v for r in pipelined for v in r.latencies_ms),

@@ -34,7 +34,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", metavar="A,B",
                         help="measure two configurations alternately and print B / A, for example "
                         "'threads=1,threads=2' or 'backend=onnx-fp32,backend=onnx-int8' (settings: threads, "
-                        "backend, index, mode, detect_workers, cv_threads; join several with '+')")
+                        "backend, index, mode, detect_workers, embed_workers, cv_threads; join several with '+')")
     parser.add_argument("--only-compare", action="store_true", help="with --compare, skip every other section")
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[],
                         help="leave out a section (repeat for several)")
@@ -46,6 +46,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows of the synthetic catalog for cold start and RSS (default 17592)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: every core)")
     parser.add_argument("--detect-workers", type=int, metavar="N", help="detection threads in the pipeline (default 1)")
+    parser.add_argument("--embed-workers", type=int, metavar="N",
+                        help="embedding threads in the pipeline, one ORT thread each (default: one a core)")
     parser.add_argument("--model", type=Path, metavar="CONTRACT", help="model contract (default: the shipped model)")
     parser.add_argument("--gallery", type=Path, metavar="DIR", help="gallery folder (default: the shipped gallery)")
 
@@ -58,7 +60,7 @@ def options_from_args(args: argparse.Namespace):
         if not args.compare:
             raise InputError("--only-compare needs --compare A,B")
         skip = list(SECTIONS)
-    for name in ("frames", "repeats", "catalog_cards", "threads", "detect_workers"):
+    for name in ("frames", "repeats", "catalog_cards", "threads", "detect_workers", "embed_workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -66,7 +68,7 @@ def options_from_args(args: argparse.Namespace):
     return BenchOptions.for_mode(
         quick=args.quick, full=args.full,
         frames_per_size=args.frames, repeats=args.repeats, threads=args.threads,
-        detect_workers=args.detect_workers, catalog_cards=args.catalog_cards,
+        detect_workers=args.detect_workers, embed_workers=args.embed_workers, catalog_cards=args.catalog_cards,
         search_sizes=_int_list(args.search_sizes, "--search-sizes"),
         search_kinds=_kind_list(args.search_kinds),
         compare=args.compare, skip=tuple(skip), model=args.model, gallery=args.gallery,
