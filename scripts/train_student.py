@@ -14,10 +14,11 @@ on disk, so each epoch only runs the trained blocks in torch. With the
 defaults the 2,726-card gallery takes about 30 minutes to cache and 45 to
 train on 2 CPU cores.
 
-Validation is split twice: a seeded 10% of the cards never take part in
-training (they show how the model does on cards it has not learned, as new
-sets will be), and every validation view uses render seeds that training
-never uses. Views are searched among the clean scans of all cards.
+Validation is split twice: every print of a seeded 10% of the card names
+never takes part in training (they show how the model does on cards it has
+not learned, as new sets will be), and every validation view uses render
+seeds that training never uses. Views are searched among the clean scans of
+all cards.
 
 Outputs, in --out-dir: the fp32 ONNX model with its contract, an INT8 copy
 made by ONNX Runtime static quantization (the CPU stand-in for the INT8 HEF)
@@ -63,7 +64,6 @@ from build_default_model import (  # noqa: E402  (the sibling script holds the s
     load_scans,
     open_session,
     render_view,
-    split_cards,
 )
 
 from pokedge import synth  # noqa: E402
@@ -80,6 +80,9 @@ CONTRACT_FILE = "pokedge-default.contract.json"
 INT8_FILE = "pokedge-default-int8.onnx"
 INT8_CONTRACT_FILE = "pokedge-default-int8.contract.json"
 REPORT_FILE = "training-report.json"
+# Card names held out of training, one per line: `pokedge calibrate --unknown-names` takes them
+# as the unknown cards, so the thresholds are fitted on cards the model never learned.
+HELD_NAMES_FILE = "student-held-out-names.txt"
 
 # Lite0 has 16 blocks; the last one maps 192 to 320 channels at 7x7.
 BLOCK_COUNT = 16
@@ -297,6 +300,15 @@ class Student(nn.Module):
 
 # --------------------------------------------------------------------------
 # Training
+
+
+def split_by_name(names: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (fit, held-out) card indices; every print of a held-out name is held out with it."""
+    unique = np.unique(names)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    held_names = set(unique[order[: int(round(len(unique) * holdout))]].tolist())
+    held = np.array([name in held_names for name in names], dtype=bool)
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 @dataclasses.dataclass
@@ -540,7 +552,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("views and validation")
     data.add_argument("--views", type=int, default=24, help="training views per card, the clean scan included")
     data.add_argument("--val-views", type=int, default=2, help="validation views per card (other render seeds)")
-    data.add_argument("--holdout", type=float, default=0.1, help="share of cards never trained on, 0..0.5")
+    data.add_argument("--holdout", type=float, default=0.1,
+                      help="share of card names whose prints are never trained on, 0..0.5")
     data.add_argument("--seed", type=int, default=0, help="seed of the split, the views and training")
     data.add_argument("--max-cards", type=int, default=None, help="use a seeded subset of this many cards")
 
@@ -595,8 +608,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_features = cache_group(args, cards, scans, trunk_path, work, "train", TRAIN_STREAM, args.views, True)
     val_features = cache_group(args, cards, scans, trunk_path, work, "val", VAL_STREAM, args.val_views, False)
-    fit_cards, held_cards = split_cards(len(cards), args.holdout, args.seed) if args.holdout else \
-        (np.arange(len(cards)), np.array([], dtype=np.int64))
+    fit_cards, held_cards = split_by_name(names, args.holdout, args.seed)
     data = Data(train_features, val_features, names, fit_cards, held_cards)
     _log.info("features cached: %d fit cards, %d held-out cards, %.0f s", len(fit_cards), len(held_cards),
               time.monotonic() - started)
@@ -621,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         query_cards = np.arange(len(cards))[: min(len(cards), 600)]
         queries = [scene_view(scans[i], view_rng(args.seed, VAL_STREAM + 2, cards[i].card_id, 0)) for i in query_cards]
         report["int8"] = compare_int8(args, contract_path, int8_path, scans, queries, query_cards)
+        held_names = sorted(set(names[held_cards].tolist()))
+        (args.out_dir / HELD_NAMES_FILE).write_text("".join(f"{name}\n" for name in held_names))
         for key, value in report["int8"].items():
             print(f"  {key}: {value:.4f}")
         (args.out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")

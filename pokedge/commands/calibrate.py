@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pokedge import paths
 from pokedge.commands.scan import add_runtime_options
+from pokedge.errors import PokedgeError
 from pokedge.evaluation.calibration import calibrate
 from pokedge.gallery.build import read_cards_csv
 from pokedge.progress import Progress
@@ -31,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--scenes", type=int, default=600, help="known-card scenes to render (default 600)")
     parser.add_argument("--holdout", type=float, default=0.2,
                         help="share of card names held out as unknown cards (default 0.2)")
+    parser.add_argument("--unknown-names", type=Path, metavar="FILE",
+                        help="text file of card names, one per line, to hold out as unknown cards instead of a "
+                             "random --holdout share; give the names the model was not trained on")
     parser.add_argument("--seed", type=int, default=1, help="seed of the renders; evaluation uses other seeds")
     parser.add_argument("--dry-run", action="store_true", help="print the thresholds without writing them")
     add_runtime_options(parser)
@@ -39,11 +43,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rows = read_cards_csv(args.cards, args.scans)
+    unknown_names = read_names(args.unknown_names, rows) if args.unknown_names else None
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
     recognizer = open_recognizer(sources, "onnx" if args.backend == "auto" else args.backend, threads=args.threads)
     try:
         thresholds = calibrate(recognizer, rows, args.scenes, args.seed, args.holdout,
-                               progress_factory=lambda label: Progress(label))
+                               progress_factory=lambda label: Progress(label), unknown_names=unknown_names)
     finally:
         recognizer.backend.close()
 
@@ -54,3 +59,21 @@ def run(args: argparse.Namespace) -> int:
         thresholds.save(target)
         print(f"thresholds written to {target}")
     return 0
+
+
+def read_names(path: Path, rows) -> set[str]:
+    """Read card names, one per line; raise PokedgeError when the file is missing or names no card of `rows`."""
+    try:
+        names = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PokedgeError(f"cannot read the unknown-card names in {path}: {exc}") from None
+
+    known = {row.card.name for row in rows}
+    if not names & known:
+        raise PokedgeError(f"{path} names none of the {len(known)} card names in the cards CSV; "
+                           f"give the names file written with the model")
+    if names - known:
+        _log.warning("%d names in %s are not in the cards CSV and are ignored", len(names - known), path)
+    if not known - names:
+        raise PokedgeError(f"{path} names every card of the cards CSV, so no known card is left to calibrate on")
+    return names & known

@@ -49,11 +49,18 @@ class Samples:
         return np.asarray(self.scores), np.asarray(self.margins), np.asarray(self.correct, dtype=bool)
 
 
-def split_holdout(rows: list[ScanRow], fraction: float, seed: int) -> tuple[list[ScanRow], list[ScanRow]]:
-    """Split rows by card name: every print of a held-out name leaves the gallery together."""
-    names = sorted({row.card.name for row in rows})
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(names, size=max(1, int(len(names) * fraction)), replace=False).tolist())
+def split_holdout(rows: list[ScanRow], fraction: float, seed: int,
+                  names: set[str] | None = None) -> tuple[list[ScanRow], list[ScanRow]]:
+    """Split rows by card name: every print of a held-out name leaves the gallery together.
+
+    `names` fixes the held-out names; otherwise a seeded random `fraction` of them is held out.
+    """
+    if names is not None:
+        held = set(names)
+    else:
+        every = sorted({row.card.name for row in rows})
+        rng = np.random.default_rng(seed)
+        held = set(rng.choice(every, size=max(1, int(len(every) * fraction)), replace=False).tolist())
     kept = [row for row in rows if row.card.name not in held]
     out = [row for row in rows if row.card.name in held]
     return kept, out
@@ -190,10 +197,15 @@ def _summary(t: Thresholds, known: Samples, unknown: Samples, background: Sample
 
 
 def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: int, holdout: float = 0.2,
-              background_frames: int = 300, progress_factory: Callable[[str], Callable] | None = None) -> Thresholds:
-    """Collect known, unknown and background samples and fit the thresholds for `recognizer`'s gallery."""
+              background_frames: int = 300, progress_factory: Callable[[str], Callable] | None = None,
+              unknown_names: set[str] | None = None) -> Thresholds:
+    """Collect known, unknown and background samples and fit the thresholds for `recognizer`'s gallery.
+
+    `unknown_names` fixes which card names play the unknown cards (for a model
+    trained on the others); without it a seeded `holdout` share of names does.
+    """
     gallery = recognizer.gallery
-    kept, held = split_holdout(rows, holdout, seed)
+    kept, held = split_holdout(rows, holdout, seed, unknown_names)
     reduced = subset_gallery(gallery, {row.card.card_id for row in kept})
     _log.info("calibration: %d known cards, %d held-out cards (%d names)", len(kept), len(held),
               len({r.card.name for r in held}))
@@ -210,5 +222,7 @@ def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: in
 
     thresholds, report = fit(known, unknown, background)
     thresholds.producer = gallery.producer
-    thresholds.report = {**report, "seed": seed, "scenes": scenes, "holdout": holdout}
+    thresholds.report = {**report, "seed": seed, "scenes": scenes,
+                         "holdout": "given names" if unknown_names is not None else holdout,
+                         "unknown_names": len({row.card.name for row in held})}
     return thresholds

@@ -1,0 +1,76 @@
+"""Threshold calibration: which cards play the unknown ones, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pokedge.commands.calibrate import read_names
+from pokedge.errors import PokedgeError
+from pokedge.evaluation.calibration import split_holdout
+from pokedge.gallery.build import read_cards_csv
+
+
+def test_given_names_hold_out_every_print(synthetic_cards):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+
+    kept, held = split_holdout(rows, 0.5, seed=0, names={"Pairmon", "Mon05"})
+
+    assert sorted(row.card.card_id for row in held) == ["test1-1", "test1-6", "test2-1"]
+    assert len(kept) + len(held) == len(rows)
+
+
+def test_random_holdout_is_seeded(synthetic_cards):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+
+    first = [row.card.card_id for row in split_holdout(rows, 0.25, seed=3)[1]]
+    second = [row.card.card_id for row in split_holdout(rows, 0.25, seed=3)[1]]
+
+    assert first == second
+    assert first
+
+
+def test_names_file_outside_the_csv_is_rejected(synthetic_cards, tmp_path):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+    path = tmp_path / "names.txt"
+    path.write_text("Nomon\nOthermon\n")
+
+    with pytest.raises(PokedgeError, match="names none of"):
+        read_names(path, rows)
+
+
+def test_names_file_with_every_name_is_rejected(synthetic_cards, tmp_path):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+    path = tmp_path / "names.txt"
+    path.write_text("".join(f"{name}\n" for name in {row.card.name for row in rows}))
+
+    with pytest.raises(PokedgeError, match="no known card"):
+        read_names(path, rows)
+
+
+def test_missing_names_file_is_named(synthetic_cards, tmp_path):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+
+    with pytest.raises(PokedgeError, match="missing.txt"):
+        read_names(tmp_path / "missing.txt", rows)
+
+
+def test_calibrate_with_given_names_writes_thresholds(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(tiny_gallery, gallery)
+    names = tmp_path / "names.txt"
+    names.write_text("Mon03\nMon04\nUnlisted\n")
+
+    command = [sys.executable, "-m", "pokedge", "calibrate", "--scenes", "8", "--unknown-names", str(names),
+               "--model", str(tiny_contract), "--gallery", str(gallery), "--cards", str(synthetic_cards / "cards.csv")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((gallery / "thresholds.json").read_text())
+    assert saved["calibrated"] is True
+    assert saved["report"]["holdout"] == "given names"
+    assert saved["report"]["unknown_names"] == 2
