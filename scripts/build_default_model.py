@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Build the shipped default embedding model and its contract.
+"""Build the projection baseline: an embedding model with no gradient training.
 
-The model is EfficientNet-Lite0 with ImageNet weights, followed by a head that
-needs no gradient training: pooled feature maps, then a linear projection to
+This was pokedge's first default model. scripts/train_student.py now builds
+the shipped one and imports the shared pieces from here.
+
+The model is EfficientNet-Lite0 with ImageNet weights, followed by a head
+that needs no gradient training: pooled feature maps, then a linear projection to
 768 dimensions fitted on the reference scans. The projection whitens the
 variation between simulated camera views of one card (within-class scatter),
 then keeps the 768 principal directions of the whitened card means (a form of
@@ -59,9 +62,9 @@ _log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_GALLERY = REPO_ROOT.parent / "shared" / "data" / "gallery"
 # The number after the colon is the revision: raise it whenever the weights change.
-MODEL_ID = "pokedge-default-lite0-{dim}:1"
-MODEL_FILE = "pokedge-default.onnx"
-CONTRACT_FILE = "pokedge-default.contract.json"
+MODEL_ID = "pokedge-projection-lite0-{dim}:1"
+MODEL_FILE = "pokedge-projection.onnx"
+CONTRACT_FILE = "pokedge-projection.contract.json"
 OPSET = 17
 
 # Generalized-mean (GeM) pooling exponent: 1 is average pooling, and large
@@ -703,7 +706,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     files = parser.add_argument_group("files")
     files.add_argument("--gallery", type=Path, default=DEFAULT_GALLERY,
                        help="folder of reference scans with cards.csv")
-    files.add_argument("--out-dir", type=Path, default=REPO_ROOT / "models",
+    files.add_argument("--out-dir", type=Path, default=REPO_ROOT / "build" / "projection-model",
                        help="folder that receives the ONNX model and its contract")
     files.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "pokedge-build-cache",
                        help="folder for cached backbone features (about 0.6 GB for all cards); '' turns caching off")
