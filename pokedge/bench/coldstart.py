@@ -81,8 +81,11 @@ def run_measured(command: list[str], env: dict[str, str] | None = None, timeout_
 
 
 def import_profile(top: int = 10) -> dict:
-    """Run `python -X importtime -m pokedge --version` and return the total and the slowest imports (ms, cumulative)."""
-    command = [sys.executable, "-X", "importtime", "-m", "pokedge", "--version"]
+    """Run `python -X importtime -m pokedge scan --help` and return the total and the slowest imports (ms, cumulative).
+
+    The command imports what a scan imports before it opens the model.
+    """
+    command = [sys.executable, "-X", "importtime", "-m", "pokedge", "scan", "--help"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     rows = []
     for line in done.stderr.splitlines():
