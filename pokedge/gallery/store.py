@@ -20,6 +20,7 @@ import json
 import logging
 import mmap as mmap_module
 import os
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -159,8 +160,12 @@ class RowFile:
     RSS for 1.2 MB of rows, which reading the rows avoids.
     """
 
-    def __init__(self, handle, offset: int, rows: int, dim: int):
-        self._handle = handle  # the file the map was made from, even if its path is replaced later
+    def __init__(self, path: Path, descriptor: int, offset: int, rows: int, dim: int):
+        self._path = path
+        # The file the map was made from, even if its path is replaced later. It is
+        # closed by close() or when the RowFile is garbage collected.
+        self._descriptor = descriptor
+        self._closer = weakref.finalize(self, os.close, descriptor)
         self._offset = offset
         self._rows = rows
         self._dim = dim
@@ -178,12 +183,12 @@ class RowFile:
     def read_into(self, start: int, out: np.ndarray) -> None:
         """Read the consecutive rows from `start` into `out`, a C-contiguous float32 [count, D] array."""
         view = memoryview(out).cast("B")
-        if os.preadv(self._handle.fileno(), [view], self._offset + start * self._dim * 4) != view.nbytes:
-            raise GalleryError(f"{self._handle.name} ended before row {start + len(out)}; "
+        if os.preadv(self._descriptor, [view], self._offset + start * self._dim * 4) != view.nbytes:
+            raise GalleryError(f"{self._path} ended before row {start + len(out)}; "
                                f"re-download or rebuild the gallery")
 
     def close(self) -> None:
-        self._handle.close()
+        self._closer()
 
 
 def map_embeddings(path: Path) -> tuple[np.ndarray, RowFile]:
@@ -191,28 +196,25 @@ def map_embeddings(path: Path) -> tuple[np.ndarray, RowFile]:
 
     Raise GalleryError when the file is not such an array.
     """
-    handle = open(path, "rb")
     try:
-        shape, fortran_order, dtype = _read_npy_header(handle)
-        offset = handle.tell()
-        if len(shape) != 2 or dtype != np.float32 or fortran_order or shape[0] == 0:
-            order = "Fortran order " if fortran_order else ""
-            raise GalleryError(f"{path} must be a non-empty C-order float32 [N, D] array, got {order}{dtype} "
-                               f"{list(shape)}")
-        size = shape[0] * shape[1] * 4
-        if os.fstat(handle.fileno()).st_size < offset + size:
-            raise GalleryError(f"{path} is shorter than its {shape[0]}x{shape[1]} header says; "
-                               f"re-download or rebuild the gallery")
-        mapped = mmap_module.mmap(handle.fileno(), offset + size, access=mmap_module.ACCESS_READ)
+        with open(path, "rb") as handle:
+            shape, fortran_order, dtype = _read_npy_header(handle)
+            offset = handle.tell()
+            if len(shape) != 2 or dtype != np.float32 or fortran_order or shape[0] == 0:
+                order = "Fortran order " if fortran_order else ""
+                raise GalleryError(f"{path} must be a non-empty C-order float32 [N, D] array, got {order}{dtype} "
+                                   f"{list(shape)}")
+            size = shape[0] * shape[1] * 4
+            if os.fstat(handle.fileno()).st_size < offset + size:
+                raise GalleryError(f"{path} is truncated: its header declares {shape[0]}x{shape[1]} rows and columns; "
+                                   f"re-download or rebuild the gallery")
+            mapped = mmap_module.mmap(handle.fileno(), offset + size, access=mmap_module.ACCESS_READ)
+            row_file = RowFile(path, os.dup(handle.fileno()), offset, shape[0], shape[1])
     except (ValueError, OSError, EOFError) as exc:
-        handle.close()
         raise GalleryError(f"{path} is not a readable .npy array ({exc}); re-download or rebuild the gallery") from None
-    except GalleryError:
-        handle.close()
-        raise
 
     array = np.frombuffer(mapped, dtype=np.float32, count=shape[0] * shape[1], offset=offset).reshape(shape)
-    return array, RowFile(handle, offset, shape[0], shape[1])
+    return array, row_file
 
 
 def _read_npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
