@@ -233,9 +233,11 @@ def load_gallery(path: Path | str, mmap: bool = True) -> Gallery:
 
     With `mmap` (the default) the embeddings stay a read-only memory map of
     `embeddings.npy`, and only rows that are read count toward the process's
-    RSS: an approximate index re-scores a few dozen rows per query, while
+    RSS. An approximate index re-scores a few dozen rows per query, while
     exact search reads them all. Every row is checked while the file is read
-    in blocks, so loading does not map the whole file into memory.
+    in blocks, so loading does not map the whole file into memory. A file in
+    Fortran order, or a platform without os.preadv (Windows), gets the rows
+    read into memory instead.
     """
     path = Path(path)
     if not path.is_dir():
@@ -326,7 +328,8 @@ def _load_embeddings(path: Path, mmap: bool) -> tuple[np.ndarray, str, RowFile |
     if not path.is_file():
         raise GalleryError(f"gallery file missing: {path}")
     row_file = None
-    if mmap and not _fortran_order(path):
+    # RowFile needs os.pread and os.preadv, which Windows lacks; there the rows are read into memory.
+    if mmap and hasattr(os, "preadv") and not _fortran_order(path):
         array, row_file = map_embeddings(path)
         blocks = _file_blocks(path, row_file, array)
     else:
