@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from pokedge.evaluation.reprints import art_signature, evaluate_reprints, same_art_pairs
+from pokedge.evaluation.reprints import evaluate_reprints
+from pokedge.gallery.same_art import art_signature, same_art_pairs
 from pokedge.gallery.build import read_cards_csv
 
 

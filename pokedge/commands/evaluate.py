@@ -97,7 +97,8 @@ def _evaluate(recognizer, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _reprints(recognizer, rows, args: argparse.Namespace) -> dict[str, Any]:
-    from pokedge.evaluation.reprints import evaluate_reprints, same_art_pairs
+    from pokedge.evaluation.reprints import evaluate_reprints
+    from pokedge.gallery.same_art import same_art_pairs
 
     pairs = same_art_pairs(rows)
     _log.info("%d same-art reprint pairs among %d reference scans", len(pairs), len(rows))

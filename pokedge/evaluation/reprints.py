@@ -3,75 +3,26 @@
 Some prints share their artwork with a print of another set (Base Set and
 Base Set 2, Base Set and Evolutions, Celebrations' classic collection). They
 differ only in the set symbol, the collector number and the frame. This
-check finds such pairs among the reference scans by comparing their art
-boxes pixel by pixel, renders camera scenes of each print, and counts how
-often the top-1 answer is the right print and how often the other print is
-listed among the alternatives.
+check takes the pairs that `pokedge.gallery.same_art` finds among the
+reference scans, renders camera scenes of each print, and counts how often
+the top-1 answer is the right print and how often both prints are listed.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from pokedge import synth
 from pokedge.capture.image import read_image
 from pokedge.evaluation.synthetic import FRAME_SIZE, match_to_truth
-from pokedge.gallery.build import ScanRow
+from pokedge.gallery.same_art import ReprintPair
 from pokedge.recognition.pipeline import Recognizer
 
 _log = logging.getLogger(__name__)
-
-# The art box of a card warped to 252x352, in pixels (x0, y0, x1, y1): it
-# holds the artwork in every layout from Base Set to Scarlet & Violet.
-ART_BOX = (25, 40, 227, 170)
-ART_SIZE = (64, 40)  # the art box is compared at this size (width, height)
-# Normalized cross-correlation of two art boxes above which two prints share the art.
-# Pairs of one name in two sets fall into two groups: below 0.55 (new art) and above 0.8.
-SAME_ART_NCC = 0.8
-
-
-@dataclass(frozen=True)
-class ReprintPair:
-    first: ScanRow
-    second: ScanRow
-    similarity: float  # normalized cross-correlation of the art boxes
-
-
-def art_signature(image: np.ndarray) -> np.ndarray:
-    """Return the zero-mean, unit-norm grey art box of a card image, for comparing artwork."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    card = cv2.resize(grey, (252, 352), interpolation=cv2.INTER_AREA)
-    x0, y0, x1, y1 = ART_BOX
-    art = cv2.resize(card[y0:y1, x0:x1].astype(np.float32), ART_SIZE, interpolation=cv2.INTER_AREA)
-    art -= art.mean()
-    return art / max(float(np.linalg.norm(art)), 1e-9)
-
-
-def same_art_pairs(rows: list[ScanRow], threshold: float = SAME_ART_NCC) -> list[ReprintPair]:
-    """Return pairs of prints with one name, two sets and art boxes that correlate at `threshold` or more."""
-    by_name: dict[str, list[ScanRow]] = defaultdict(list)
-    for row in rows:
-        by_name[row.card.name].append(row)
-
-    pairs = []
-    for group in by_name.values():
-        if len({row.card.set_id for row in group}) < 2:
-            continue
-        signatures = [art_signature(read_image(row.image)) for row in group]
-        for (i, a), (j, b) in itertools.combinations(enumerate(group), 2):
-            if a.card.set_id == b.card.set_id:
-                continue
-            similarity = float(np.sum(signatures[i] * signatures[j]))
-            if similarity >= threshold:
-                pairs.append(ReprintPair(a, b, similarity))
-    return pairs
 
 
 @dataclass
@@ -81,7 +32,7 @@ class ReprintReport:
     detected: int = 0
     right_print: int = 0  # top-1 is the photographed print
     other_print: int = 0  # top-1 is its same-art twin
-    both_listed: int = 0  # both prints are among the top-k alternatives
+    both_listed: int = 0  # both prints are among the top-k alternatives or the same-art list
     flagged_same_art: int = 0  # top-1 is one print and the answer names the other as same art
     misses: list[dict[str, Any]] = field(default_factory=list)
 
@@ -120,7 +71,7 @@ def _tally(report: ReprintReport, card, truth: str, twin: str, top_k: int) -> No
 
     report.detected += 1
     top = card.hits[0].card_id
-    listed = [hit.card_id for hit in card.hits[:top_k]]
+    listed = [hit.card_id for hit in card.hits[:top_k]] + list(card.same_art)
     report.right_print += top == truth
     report.other_print += top == twin
     report.both_listed += truth in listed and twin in listed

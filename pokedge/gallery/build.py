@@ -27,6 +27,7 @@ import numpy as np
 from pokedge.backends.base import Backend
 from pokedge.capture.image import read_image
 from pokedge.errors import GalleryError, InputError
+from pokedge.gallery.same_art import write_same_art
 from pokedge.gallery.store import CardInfo, save_gallery
 from pokedge.preprocess import prepare_batch
 
@@ -111,6 +112,7 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
     cards = {row.card.card_id: row.card for row in rows}
     extra = {**_producer_facts(backend), "views_per_card": views, "view_seed": view_seed}
     save_gallery(out_dir, embeddings, card_ids, cards, producer=backend.contract.model_id, extra=extra)
+    write_same_art(out_dir, rows)
     shutil.rmtree(work, ignore_errors=True)
     _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(card_ids), len(cards))
     return out_dir

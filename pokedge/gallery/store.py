@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pokedge.errors import GalleryError
+from pokedge.gallery.same_art import load_same_art
 
 _log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class Gallery:
     # embeddings_digest() of the rows as loaded, so the index cache need not read them again
     digest: str | None = None
     row_file: RowFile | None = field(default=None, repr=False)  # set when `embeddings` maps a file
+    # card_id -> the other prints that share its artwork (same_art.json; empty without it)
+    same_art: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def rows(self, numbers: np.ndarray) -> np.ndarray:
         """Return the embedding rows at `numbers` (row numbers of any shape) as float32 [*numbers.shape, D].
@@ -255,7 +258,8 @@ def load_gallery(path: Path | str, mmap: bool = True) -> Gallery:
         _log.info("gallery %s has %d extra rows for card ids already present (%d rows, %d cards)",
                   path, duplicates, len(card_ids), len(set(card_ids)))
 
-    return Gallery(embeddings, card_ids, cards, manifest, path, duplicates, digest, row_file)
+    same_art = load_same_art(path, cards)
+    return Gallery(embeddings, card_ids, cards, manifest, path, duplicates, digest, row_file, same_art)
 
 
 def embeddings_digest(embeddings: np.ndarray) -> str:

@@ -106,8 +106,9 @@ def name_margin(hits: list[Hit], gallery: Gallery) -> float:
 def decide(hits: list[Hit], gallery: Gallery, thresholds: Thresholds, same_art_delta: float = 0.1) -> Decision:
     """Classify one query's hits as match, unknown or not a card.
 
-    Prints of the same name within `same_art_delta` of the top-1 score are
-    listed as same-art alternatives (reprints of one artwork).
+    The prints that share the top-1 card's artwork in the gallery's same-art
+    groups are listed as same-art alternatives, and so are prints of the same
+    name within `same_art_delta` of the top-1 score.
     """
     # NOTE: the 0.1 default is an estimate, not calibrated; another artwork of
     # the same Pokemon can fall inside it and be listed as same art.
@@ -117,10 +118,11 @@ def decide(hits: list[Hit], gallery: Gallery, thresholds: Thresholds, same_art_d
     margin = name_margin(hits, gallery)
     top = hits[0]
     top_name = gallery.cards[top.card_id].name
-    same_art = [
+    close = [
         hit.card_id for hit in hits[1:]
         if gallery.cards[hit.card_id].name == top_name and top.score - hit.score <= same_art_delta
     ]
+    same_art = list(dict.fromkeys([*close, *gallery.same_art.get(top.card_id, ())]))
     if top.score >= thresholds.match_score and margin >= thresholds.match_margin:
         return Decision(MATCH, hits, margin, same_art)
     return Decision(UNKNOWN, hits, margin, same_art)
