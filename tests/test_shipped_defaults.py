@@ -43,3 +43,19 @@ def test_metadata_has_names_sets_and_numbers():
     assert charizard["name"] == "Charizard"
     assert charizard["set"] == "base1"
     assert charizard["number"] == "4"
+
+
+def test_int8_copy_matches_its_checksum_and_model():
+    fp32 = load_contract(paths.DEFAULT_CONTRACT)
+    int8 = load_contract(paths.DEFAULT_CONTRACT.parent / "pokedge-default-int8.contract.json")
+
+    assert int8.sha256 == file_sha256(int8.model_path)
+    assert int8.derived_from == fp32.sha256
+    assert int8.model_id == fp32.model_id
+
+
+def test_int8_copy_serves_the_shipped_gallery():
+    int8 = load_contract(paths.DEFAULT_CONTRACT.parent / "pokedge-default-int8.contract.json")
+    gallery = load_gallery(paths.DEFAULT_GALLERY)
+
+    check_compatible(gallery, int8.model_id, int8.output.dim, int8.derived_from)
