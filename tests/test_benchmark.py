@@ -142,3 +142,22 @@ def test_summarize_statistics():
     assert summary["p50"] == 3.0
     assert 96.0 < summary["p99"] <= 100.0
     assert math.isnan(summarize([])["mean"])
+
+
+def test_shipped_int8_copy_is_used_only_for_its_model(tmp_path):
+    import dataclasses
+
+    from pokedge.bench.context import shipped_int8
+    from pokedge.contract import default_contract, load_contract
+
+    fp32 = dataclasses.replace(default_contract(model_id="m:1", file="m.onnx"), sha256="a" * 64)
+    fp32.save(tmp_path / "m.contract.json")
+    fp32 = load_contract(tmp_path / "m.contract.json")
+    assert shipped_int8(fp32) is None
+
+    int8 = dataclasses.replace(fp32, file="m-int8.onnx", sha256="b" * 64, derived_from="a" * 64, source=None)
+    int8.save(tmp_path / "m-int8.contract.json")
+    assert shipped_int8(fp32) == tmp_path / "m-int8.contract.json"
+
+    dataclasses.replace(int8, derived_from="c" * 64).save(tmp_path / "m-int8.contract.json")
+    assert shipped_int8(fp32) is None

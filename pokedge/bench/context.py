@@ -13,6 +13,7 @@ from pathlib import Path
 from pokedge.bench.frames import card_crops
 from pokedge.bench.models import BenchInputs, open_hailo, quantize_int8
 from pokedge.contract import load_contract
+from pokedge.errors import ContractError
 from pokedge.detection import CardDetector
 from pokedge.gallery.index import GalleryIndex
 from pokedge.gallery.index_choice import IndexSpec, choose_index, parse_spec
@@ -72,7 +73,14 @@ class BenchContext:
         return backend
 
     def int8_contract(self) -> Path:
-        """Return the INT8 model's contract, quantizing the fp32 model on first use."""
+        """Return the INT8 model's contract: the one shipped beside the fp32 model, else a quantized copy.
+
+        A shipped INT8 copy counts only when its contract names this fp32
+        model's sha256 in `derived_from`.
+        """
+        shipped = shipped_int8(self.contract)
+        if shipped is not None:
+            return shipped
         crops = card_crops(CALIBRATION_CROPS)
         return quantize_int8(self.contract, prepare_batch(crops, self.contract))
 
@@ -122,3 +130,19 @@ class BenchContext:
         for backend in unique.values():
             backend.close()
         self._backends.clear()
+
+
+def shipped_int8(contract) -> Path | None:
+    """Return the contract of an INT8 copy beside the fp32 model (`<stem>-int8.contract.json`), if it is one."""
+    if contract.source is None or not contract.sha256:
+        return None
+    stem = Path(contract.file).stem
+    path = contract.source.parent / f"{stem}-int8.contract.json"
+    if not path.is_file():
+        return None
+    try:
+        candidate = load_contract(path)
+    except ContractError as exc:
+        _log.warning("ignoring INT8 contract %s: %s", path, exc)
+        return None
+    return path if candidate.derived_from == contract.sha256 else None
