@@ -105,6 +105,19 @@ def load_cards(gallery: Path, max_cards: int | None, seed: int) -> list[Card]:
     return cards
 
 
+def start_run(args: argparse.Namespace) -> tuple[list[Card], list[np.ndarray], np.ndarray]:
+    """Set up output, logging and torch for a build script; return its cards, decoded scans and card names."""
+    sys.stdout.reconfigure(line_buffering=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    cards = load_cards(args.gallery, args.max_cards, args.seed)
+    scans = load_scans(cards)
+    _log.info("%d reference scans loaded", len(cards))
+    return cards, scans, np.array([card.name for card in cards])
+
+
 def load_scans(cards: list[Card]) -> list[np.ndarray]:
     """Decode every scan once as BGR uint8. The 2,726 scans of about 290x400 pixels take about 0.9 GB."""
     scans = []
@@ -749,16 +762,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.monotonic()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-
-    cards = load_cards(args.gallery, args.max_cards, args.seed)
-    scans = load_scans(cards)
-    names = np.array([card.name for card in cards])
-    _log.info("%d reference scans loaded", len(cards))
+    cards, scans, names = start_run(args)
 
     contract = default_contract(model_id=MODEL_ID.format(dim=args.dim), file=MODEL_FILE)
     backbone = Backbone(load_lite0(), args.input_range).eval()

@@ -59,11 +59,10 @@ from build_default_model import (  # noqa: E402  (the sibling script holds the s
     Card,
     export_onnx,
     fold_constants,
-    load_cards,
     load_lite0,
-    load_scans,
     open_session,
     render_view,
+    start_run,
 )
 
 from pokedge import synth  # noqa: E402
@@ -587,16 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.monotonic()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-
-    cards = load_cards(args.gallery, args.max_cards, args.seed)
-    scans = load_scans(cards)
-    names = np.array([card.name for card in cards])
-    _log.info("%d reference scans loaded", len(cards))
+    cards, scans, names = start_run(args)
 
     net = load_lite0()
     trunk = Trunk(Backbone(net, "tf"), args.split).eval()
