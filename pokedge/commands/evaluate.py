@@ -116,7 +116,7 @@ def _table(result: dict[str, Any], details: bool) -> str:
         lines.append(f"real single-card photos in gallery: n={result['n']}  top1 {_pct(result['top1'])}  "
                      f"name {_pct(result['top1_name'])}  top5 {_pct(result['top5'])}")
         lines.append(f"out-of-gallery cards answered unknown: {_pct(result['unknown_rate'])} (n={result['oog_n']})")
-        lines.append(f"multi-card pages, in-gallery cards found: {_pct(result['multi_recall'])} "
+        lines.append(f"multi-card pages, in-gallery cards found by exact id: {_pct(result['multi_recall'])} "
                      f"(name {_pct(result['multi_recall_name'])}, n={result['multi_cards']})")
         lines.append(f"photos without cards with no match: {_pct(result['no_card_rate'])} (n={result['negatives_n']})")
         for condition, tally in result["by_condition"].items():
