@@ -79,3 +79,57 @@ def test_identify_crops_finds_each_scan(tiny_recognizer, synthetic_cards):
     rows = _rows(synthetic_cards)
     decisions = tiny_recognizer.identify_crops([read_image(r.image) for r in rows])
     assert [d.hits[0].card_id for d in decisions] == [r.card.card_id for r in rows]
+
+
+class _CountingBackend:
+    """Wraps a backend and records the batch size of every embed call."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.contract = backend.contract
+        self.name = backend.name
+        self.calls: list[int] = []
+
+    def embed(self, batch):
+        self.calls.append(len(batch))
+        return self.backend.embed(batch)
+
+
+def _with_alternative(recognizer, scene, main_quad):
+    """Make the recognizer's detector return one detection: `main_quad` with the true quad as an alternative."""
+    from pokedge.detection.types import Detection
+
+    shifted = scene.quads[0] + np.float32([40, 30])
+    detection = Detection(quad=np.float32(main_quad), score=1.0, strategy="test",
+                          alternatives=[np.float32(shifted if main_quad is scene.quads[0] else scene.quads[0])])
+    recognizer.detector.detect = lambda frame: [detection]
+
+
+def test_confident_main_quad_skips_the_alternatives(tiny_recognizer, synthetic_cards):
+    rows = _rows(synthetic_cards)
+    scene = _scene(rows, 5, seed=11, conditions=("clean",))
+    counting = _CountingBackend(tiny_recognizer.backend)
+    recognizer = Recognizer(counting, tiny_recognizer.gallery, Thresholds(0.85, 0.0, 0.1), index=tiny_recognizer.index)
+    _with_alternative(recognizer, scene, scene.quads[0])
+
+    result = recognizer.recognize(scene.frame)
+
+    assert result.cards[0].card_id == rows[5].card.card_id
+    assert result.cards[0].status == MATCH
+    assert counting.calls == [2]
+
+
+def test_unmatched_main_quad_gets_a_second_look(tiny_recognizer, synthetic_cards):
+    rows = _rows(synthetic_cards)
+    scene = _scene(rows, 5, seed=11, conditions=("clean",))
+    counting = _CountingBackend(tiny_recognizer.backend)
+    recognizer = Recognizer(counting, tiny_recognizer.gallery, Thresholds(0.85, 0.0, 0.1), index=tiny_recognizer.index)
+    # The main quad covers a corner of the background; the true quad is only an alternative.
+    _with_alternative(recognizer, scene, np.float32([[0, 0], [120, 0], [120, 170], [0, 170]]))
+
+    result = recognizer.recognize(scene.frame)
+
+    assert counting.calls == [2, 2]
+    assert result.cards[0].card_id == rows[5].card.card_id
+    assert geometry.quad_iou(result.cards[0].quad, scene.quads[0]) > 0.9
+    assert set(result.timings_ms) >= {"detect", "preprocess", "embed", "search"}

@@ -64,29 +64,23 @@ def measure_stages(recognizer: Recognizer, frames: list[BenchFrame], backends: d
 
 def _measure_frame(recognizer: Recognizer, frame: BenchFrame, backends: dict, tracker, frame_number: int,
                    samples: StageSamples) -> None:
-    record: dict[str, float] = {}
+    record: dict[str, float] = defaultdict(float)
     record["decode"], image = time_ms(frame.decode)
     record["detect"], detections = time_ms(lambda: recognizer.detector.detect(image))
 
-    def preprocess():
-        crops = recognizer._crops(image, detections)
-        return crops, prepare_batch([c.image for c in crops], recognizer.backend.contract)
+    # The main quads first, then the alternatives of the cards they left unmatched, as Recognizer.recognize does.
+    extra: dict[str, float] = defaultdict(float)  # ms per extra backend, both passes
+    crops, hits = _measure_pass(recognizer, lambda: recognizer.main_crops(image, detections), backends, record,
+                                extra, samples)
+    unsure = recognizer.unsure(detections, crops, hits)
+    if unsure:
+        second, more = _measure_pass(recognizer, lambda: recognizer.alternative_crops(image, detections, unsure),
+                                     backends, record, extra, samples)
+        crops, hits = crops + second, hits + more
+    for label in backends:
+        samples.embed[label].append(extra[label])
 
-    record["preprocess"], (crops, batch) = time_ms(preprocess)
-
-    embeddings = np.zeros((0, recognizer.gallery.dim), np.float32)
-    if len(batch):
-        record["embed"], embeddings = time_ms(lambda: recognizer.backend.embed(batch))
-        for label, backend in backends.items():
-            elapsed, other = time_ms(lambda: backend.embed(batch))
-            samples.embed[label].append(elapsed)
-            samples.agreement[label].extend(np.einsum("nd,nd->n", embeddings, other).tolist())
-    else:
-        record["embed"] = 0.0
-
-    record["search"], hits = time_ms(lambda: recognizer.index.search(embeddings, max(recognizer.top_k, 5))
-                                     if len(embeddings) else [])
-    record["decide"], (cards, _) = time_ms(lambda: recognizer._choose(detections, crops, hits))
+    record["decide"], (cards, _) = time_ms(lambda: recognizer.choose(detections, crops, hits))
     if tracker is not None:
         record["state_update"], _ = time_ms(lambda: tracker.update(frame_number, time.monotonic(), cards))
 
@@ -94,14 +88,44 @@ def _measure_frame(recognizer: Recognizer, frame: BenchFrame, backends: dict, tr
         samples.stages[stage].append(value)
         samples.by_size[frame.size_label][stage].append(value)
     samples.embed[_label(recognizer)].append(record["embed"])
-    samples.crops.append(len(batch))
+    samples.crops.append(len(crops))
+
+
+def _measure_pass(recognizer: Recognizer, make_crops, backends: dict, record: dict[str, float],
+                  extra: dict[str, float], samples: StageSamples) -> tuple[list, list]:
+    """Time one pass of warp + preprocessing, embedding and search; add the times to `record` and `extra`.
+
+    `extra` collects the embedding time of each extra backend on the same batch.
+    """
+    def preprocess():
+        crops = make_crops()
+        return crops, prepare_batch([c.image for c in crops], recognizer.backend.contract)
+
+    elapsed, (crops, batch) = time_ms(preprocess)
+    record["preprocess"] += elapsed
+
+    embeddings = np.zeros((0, recognizer.gallery.dim), np.float32)
+    record["embed"] += 0.0
+    if len(batch):
+        elapsed, embeddings = time_ms(lambda: recognizer.backend.embed(batch))
+        record["embed"] += elapsed
+        for label, backend in backends.items():
+            elapsed, other = time_ms(lambda: backend.embed(batch))
+            extra[label] += elapsed
+            samples.agreement[label].extend(np.einsum("nd,nd->n", embeddings, other).tolist())
+
+    elapsed, hits = time_ms(lambda: recognizer.index.search(embeddings, max(recognizer.top_k, 5))
+                            if len(embeddings) else [])
+    record["search"] += elapsed
+    return crops, list(hits)
 
 
 def _warm_up(recognizer: Recognizer, frame: BenchFrame, backends: dict) -> None:
     """Run one frame through every backend so first-call costs (arena growth, kernels) are not timed."""
     image = frame.decode()
     detections = recognizer.detector.detect(image)
-    crops = recognizer._crops(image, detections)
+    crops = recognizer.main_crops(image, detections) + recognizer.alternative_crops(image, detections,
+                                                                                     list(range(len(detections))))
     batch = prepare_batch([c.image for c in crops] or [image], recognizer.backend.contract)
     recognizer.backend.embed(batch)
     for backend in backends.values():

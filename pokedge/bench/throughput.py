@@ -153,16 +153,19 @@ class _Pipeline:
         while (item := self.to_detect.get()) is not _DONE:
             number, began, image = item
             detections = recognizer.detector.detect(image)
-            crops = recognizer._crops(image, detections)
+            crops = recognizer.main_crops(image, detections)
             batch = prepare_batch([c.image for c in crops], recognizer.backend.contract)
-            self.to_embed.put((number, began, detections, crops, batch))
+            # Warping is cheap next to embedding, so every alternative is warped here and
+            # the search stage embeds only those of cards the main quad left unmatched.
+            alternatives = recognizer.alternative_crops(image, detections, list(range(len(detections))))
+            self.to_embed.put((number, began, detections, crops, batch, alternatives))
 
     def _embed(self) -> None:
         dim = self.recognizer.gallery.dim
         while (item := self.to_embed.get()) is not _DONE:
-            number, began, detections, crops, batch = item
+            number, began, detections, crops, batch, alternatives = item
             embeddings = self.recognizer.backend.embed(batch) if len(batch) else np.zeros((0, dim), np.float32)
-            self.to_search.put((number, began, detections, crops, embeddings))
+            self.to_search.put((number, began, detections, crops, embeddings, alternatives))
 
     def _search(self) -> list[float]:
         """Search, decide and update the tracker in frame order; return the latency of every frame."""
@@ -171,9 +174,15 @@ class _Pipeline:
         latencies: list[float] = []
         next_number = 0
         while (item := self.to_search.get()) is not _DONE:
-            number, began, detections, crops, embeddings = item
-            hits = recognizer.index.search(embeddings, max(recognizer.top_k, 5)) if len(embeddings) else []
-            cards, _ = recognizer._choose(detections, crops, hits)
+            number, began, detections, crops, embeddings, alternatives = item
+            hits = list(recognizer.index.search(embeddings, max(recognizer.top_k, 5))) if len(embeddings) else []
+            unsure = set(recognizer.unsure(detections, crops, hits))
+            second = [crop for crop in alternatives if crop.detection_index in unsure]
+            if second:
+                batch = prepare_batch([c.image for c in second], recognizer.backend.contract)
+                crops = crops + second
+                hits += recognizer.index.search(recognizer.backend.embed(batch), max(recognizer.top_k, 5))
+            cards, _ = recognizer.choose(detections, crops, hits)
             pending[number] = (began, cards)
             while next_number in pending:
                 began, cards = pending.pop(next_number)

@@ -59,7 +59,7 @@ class _Crop:
 
 
 class Recognizer:
-    """Recognizes every card in a frame with one backend call per frame."""
+    """Recognizes every card in a frame with one backend call per frame, two when a card needs a second look."""
 
     def __init__(self, backend: Backend, gallery: Gallery, thresholds: Thresholds,
                  detector: CardDetector | None = None, index: GalleryIndex | None = None,
@@ -74,14 +74,34 @@ class Recognizer:
         self.keep_crops = keep_crops
 
     def recognize(self, frame: np.ndarray) -> FrameResult:
-        """Find, embed and identify every card in a BGR frame."""
+        """Find, embed and identify every card in a BGR frame.
+
+        The main quad of every detection is embedded first, in both
+        orientations and in one backend call. Only the detections that this
+        leaves without a match get a second call for their alternative
+        quads, so a frame of clearly seen cards costs two crops a card.
+        """
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
         detections = self.detector.detect(frame)
-        clock = _lap(timings, "detect", clock)
+        _lap(timings, "detect", clock)
 
-        crops = self._crops(frame, detections)
+        crops = self.main_crops(frame, detections)
+        hits = self._embed_and_search(crops, timings)
+
+        unsure = self.unsure(detections, crops, hits)
+        if unsure:
+            second = self.alternative_crops(frame, detections, unsure)
+            crops += second
+            hits += self._embed_and_search(second, timings)
+
+        cards, rejected = self.choose(detections, crops, hits)
+        return FrameResult(cards, timings, rejected)
+
+    def _embed_and_search(self, crops: list["_Crop"], timings: dict[str, float]) -> list[list[Hit]]:
+        """Preprocess, embed and search crops in one backend call, adding each stage's time to `timings`."""
+        clock = time.perf_counter()
         batch = prepare_batch([c.image for c in crops], self.backend.contract)
         clock = _lap(timings, "preprocess", clock)
 
@@ -89,10 +109,21 @@ class Recognizer:
         clock = _lap(timings, "embed", clock)
 
         hits = self.index.search(embeddings, max(self.top_k, 5)) if len(embeddings) else []
-        clock = _lap(timings, "search", clock)
+        _lap(timings, "search", clock)
+        return list(hits)
 
-        cards, rejected = self._choose(detections, crops, hits)
-        return FrameResult(cards, timings, rejected)
+    def unsure(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> list[int]:
+        """Return the indices of detections that have alternative quads and whose main quad gave no match."""
+        if self.max_quads_per_card < 2:
+            return []
+        best = self._best(crops, hits)
+        unsure = []
+        for i, detection in enumerate(detections):
+            if not detection.alternatives:
+                continue
+            if i not in best or decide(best[i][1], self.gallery, self.thresholds).status != MATCH:
+                unsure.append(i)
+        return unsure
 
     def identify_crops(self, cards_bgr: list[np.ndarray]) -> list[Decision]:
         """Identify already-warped upright card images (no detection, one orientation)."""
@@ -100,25 +131,38 @@ class Recognizer:
         embeddings = self.backend.embed(batch)
         return [decide(h, self.gallery, self.thresholds) for h in self.index.search(embeddings, max(self.top_k, 5))]
 
-    def _crops(self, frame: np.ndarray, detections: list[Detection]) -> list[_Crop]:
-        """Warp every candidate quad of every detection in both orientations (0 and 180 degrees)."""
+    def main_crops(self, frame: np.ndarray, detections: list[Detection]) -> list["_Crop"]:
+        """Warp the main quad of every detection in both orientations (0 and 180 degrees)."""
+        return self._crops(frame, [(i, d.quad) for i, d in enumerate(detections)])
+
+    def alternative_crops(self, frame: np.ndarray, detections: list[Detection], which: list[int]) -> list["_Crop"]:
+        """Warp the alternative quads of the detections `which` in both orientations."""
+        quads = [(i, quad) for i in which for quad in detections[i].alternatives[: self.max_quads_per_card - 1]]
+        return self._crops(frame, quads)
+
+    @staticmethod
+    def _crops(frame: np.ndarray, quads: list[tuple[int, np.ndarray]]) -> list["_Crop"]:
         crops: list[_Crop] = []
-        for i, detection in enumerate(detections):
-            quads = [detection.quad, *detection.alternatives][: self.max_quads_per_card]
-            for quad in quads:
-                upright = geometry.warp_card(frame, quad)
-                crops.append(_Crop(i, quad, False, upright))
-                crops.append(_Crop(i, geometry.rotate_quad_180(quad), True, np.ascontiguousarray(upright[::-1, ::-1])))
+        for i, quad in quads:
+            upright = geometry.warp_card(frame, quad)
+            crops.append(_Crop(i, quad, False, upright))
+            crops.append(_Crop(i, geometry.rotate_quad_180(quad), True, np.ascontiguousarray(upright[::-1, ::-1])))
         return crops
 
-    def _choose(self, detections: list[Detection], crops: list[_Crop], hits: list[list[Hit]]) -> tuple[list[CardResult], int]:
-        """Keep, per detection, the quad and orientation whose top-1 score is highest."""
+    @staticmethod
+    def _best(crops: list["_Crop"], hits: list[list[Hit]]) -> dict[int, tuple["_Crop", list[Hit]]]:
+        """Return, per detection index, the crop and hits with the highest top-1 score."""
         best: dict[int, tuple[_Crop, list[Hit]]] = {}
         for crop, crop_hits in zip(crops, hits):
             top = crop_hits[0].score if crop_hits else -1.0
             current = best.get(crop.detection_index)
             if current is None or top > (current[1][0].score if current[1] else -1.0):
                 best[crop.detection_index] = (crop, crop_hits)
+        return best
+
+    def choose(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> tuple[list[CardResult], int]:
+        """Keep, per detection, the quad and orientation whose top-1 score is highest, and decide on it."""
+        best = self._best(crops, hits)
 
         cards: list[CardResult] = []
         rejected = 0
@@ -162,6 +206,7 @@ def _drop_overlaps(cards: list[CardResult]) -> list[CardResult]:
 
 
 def _lap(timings: dict[str, float], stage: str, start: float) -> float:
+    """Add the ms since `start` to `timings[stage]` and return the current time."""
     now = time.perf_counter()
-    timings[stage] = round((now - start) * 1000.0, 2)
+    timings[stage] = round(timings.get(stage, 0.0) + (now - start) * 1000.0, 2)
     return now
