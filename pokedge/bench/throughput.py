@@ -178,6 +178,7 @@ class _Pipeline:
             hits = list(recognizer.index.search(embeddings, max(recognizer.top_k, 5))) if len(embeddings) else []
             unsure = set(recognizer.unsure(detections, crops, hits))
             second = [crop for crop in alternatives if crop.detection_index in unsure]
+            # NOTE: the second look runs here, one frame at a time; in the embedding workers it would overlap.
             if second:
                 batch = prepare_batch([c.image for c in second], recognizer.backend.contract)
                 crops = crops + second
