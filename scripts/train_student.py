@@ -4,10 +4,11 @@
 The student keeps the ImageNet weights of the early blocks frozen and trains
 the last blocks, the 1280-channel head conv and a 768-dim projection with a
 CosFace loss over card ids. Training images are simulated camera views of
-the reference scans: whole synthetic scenes (pose, background, sleeve or
-toploader, glare, a finger, blur, noise, JPEG, low light) cut out along a
-slightly wrong quad, as the detector would, plus close-up crop views. No
-view is mirrored: a camera never sees mirrored card text.
+the reference scans. Most are whole synthetic scenes (pose, background,
+sleeve or toploader, glare, a finger, blur, noise, JPEG, low light), cut
+out along a slightly wrong quad as the detector would. The rest are
+close-up crop views. No view is mirrored, because a camera never sees
+mirrored card text.
 
 The frozen part runs once per view in ONNX Runtime and its output is cached
 on disk, so each epoch only runs the trained blocks in torch. With the
@@ -41,7 +42,6 @@ import math
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import cv2
@@ -63,6 +63,7 @@ from build_default_model import (  # noqa: E402  (the sibling script holds the s
     open_session,
     render_view,
     start_run,
+    view_rng,
 )
 
 from pokedge import synth  # noqa: E402
@@ -83,7 +84,7 @@ REPORT_FILE = "training-report.json"
 # as the unknown cards, so the thresholds are fitted on cards the model never learned.
 HELD_NAMES_FILE = "student-held-out-names.txt"
 
-# Lite0 has 16 blocks; the last one maps 192 to 320 channels at 7x7.
+# Lite0 has 16 blocks, and the last one maps 192 to 320 channels at 7x7.
 BLOCK_COUNT = 16
 HEAD_CHANNELS = 1280
 BLOCK_CHANNELS = 320
@@ -93,7 +94,7 @@ GEM_P = 3.0
 TRAIN_STREAM = 11
 VAL_STREAM = 12
 
-# Scene frame sizes (width, height) for training views; the evaluation renders 1280x960.
+# Scene frame sizes (width, height) for training views. `pokedge eval --synthetic` renders 960x720.
 SCENE_SIZES = ((960, 720), (1280, 960), (1536, 864))
 SCENE_SHARE = 0.75  # the rest are close-up crop views
 # Detector error: each corner of the true quad moves by this share of the card's long side (sigma).
@@ -105,11 +106,6 @@ CACHE_CHUNK = 64  # cards per cache file
 
 # --------------------------------------------------------------------------
 # Views
-
-
-def view_rng(seed: int, stream: int, card_id: str, view: int) -> np.random.Generator:
-    """Return the generator of one view, keyed by card id so that subsets render the same views."""
-    return np.random.default_rng([seed, stream, zlib.crc32(card_id.encode()), view])
 
 
 def scene_view(scan: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -137,7 +133,7 @@ def card_views(scan: np.ndarray, card_id: str, seed: int, stream: int, count: in
 
 @dataclasses.dataclass(frozen=True)
 class ViewJob:
-    """What a worker process needs to render and preprocess the views of one card."""
+    """The inputs a worker process needs to render and preprocess the views of one card."""
 
     scan: np.ndarray
     card_id: str
@@ -541,7 +537,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     files.add_argument("--gallery", type=Path, default=DEFAULT_GALLERY, help="folder of reference scans with cards.csv")
     files.add_argument("--out-dir", type=Path, default=REPO_ROOT / "models", help="folder for the models and report")
     files.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "pokedge-train",
-                       help="folder for cached features and the checkpoint (about 1.5 GB with the defaults)")
+                       help="folder for cached features and the checkpoint (about 1.3 GB with the defaults)")
     files.add_argument("--dry-run", action="store_true", help="train and validate, but write no model files")
 
     model = parser.add_argument_group("model")

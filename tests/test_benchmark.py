@@ -144,7 +144,7 @@ def test_summarize_statistics():
     assert math.isnan(summarize([])["mean"])
 
 
-def test_shipped_int8_copy_is_used_only_for_its_model(tmp_path):
+def test_shipped_int8_matches_its_model(tmp_path):
     import dataclasses
 
     from pokedge.bench.context import shipped_int8

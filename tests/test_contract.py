@@ -109,7 +109,7 @@ def test_quantized_copy_uses_the_fp32_gallery(tmp_path, tiny_contract, tiny_gall
     from pokedge.recognition.runtime import RuntimeSources, open_recognizer
 
     fp32 = load_contract(tiny_contract)
-    # Another file of the same function stands in for a quantized copy: its sha256 differs.
+    # A copy of the model with another doc string plays the quantized copy, because its sha256 differs.
     model = onnx.load(str(fp32.model_path))
     model.doc_string = "quantized copy"
     onnx.save(model, str(tmp_path / "copy.onnx"))

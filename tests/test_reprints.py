@@ -7,14 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from pokedge.evaluation.reprints import evaluate_reprints
 from pokedge.gallery.same_art import art_signature, same_art_pairs
 from pokedge.gallery.build import read_cards_csv
 
 
-def test_the_reprint_fixture_pair_is_the_only_same_art_pair(synthetic_cards):
+def test_pairs_find_only_fixture_reprint(synthetic_cards):
     rows = read_cards_csv(synthetic_cards / "cards.csv")
 
     pairs = same_art_pairs(rows)
@@ -23,7 +22,7 @@ def test_the_reprint_fixture_pair_is_the_only_same_art_pair(synthetic_cards):
     assert pairs[0].similarity > 0.99
 
 
-def test_cards_of_one_name_with_other_art_are_not_a_pair(synthetic_cards, tmp_path):
+def test_pairs_skip_other_art(synthetic_cards, tmp_path):
     rows = read_cards_csv(synthetic_cards / "cards.csv")
     # Give a card with other art the reprint's name: one name in two sets, but new art.
     renamed = [r for r in rows if r.card.card_id in ("test1-1", "test2-5")]
@@ -50,7 +49,8 @@ def test_evaluation_counts_every_scene_of_both_prints(tiny_recognizer, synthetic
 
     report = evaluate_reprints(tiny_recognizer, pairs, views=2, seed=5).as_dict()
 
-    assert report["pairs"] == 1 and report["queries"] == 4
+    assert report["pairs"] == 1
+    assert report["queries"] == 4
     assert report["right_print"] + report["other_print"] <= report["detected"] <= 1.0
     answered_wrong = round((1 - report["right_print"]) * report["queries"])
     assert len(report["misses"]) == answered_wrong

@@ -1,4 +1,4 @@
-"""Same-art groups: found at gallery build, stored beside the gallery and listed with an answer."""
+"""Same-art groups: found at gallery build, stored beside the gallery and listed with a match."""
 
 from __future__ import annotations
 

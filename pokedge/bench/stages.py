@@ -105,7 +105,7 @@ def _measure_pass(recognizer: Recognizer, make_crops, backends: dict, record: di
     record["preprocess"] += elapsed
 
     embeddings = np.zeros((0, recognizer.gallery.dim), np.float32)
-    record["embed"] += 0.0
+    record["embed"] += 0.0  # a frame without crops still reports an embed time of 0
     if len(batch):
         elapsed, embeddings = time_ms(lambda: recognizer.backend.embed(batch))
         record["embed"] += elapsed

@@ -5,7 +5,7 @@ Base Set 2, Base Set and Evolutions, Celebrations' classic collection). They
 differ only in the set symbol, the collector number and the frame. This
 check takes the pairs that `pokedge.gallery.same_art` finds among the
 reference scans, renders camera scenes of each print, and counts how often
-the top-1 answer is the right print and how often both prints are listed.
+the top-1 result is the right print and how often both prints are listed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ReprintReport:
     right_print: int = 0  # top-1 is the photographed print
     other_print: int = 0  # top-1 is its same-art twin
     both_listed: int = 0  # both prints are among the top-k alternatives or the same-art list
-    flagged_same_art: int = 0  # top-1 is one print and the answer names the other as same art
+    flagged_same_art: int = 0  # top-1 is one print and `same_art` names the other
     misses: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class ReprintReport:
 
 def evaluate_reprints(recognizer: Recognizer, pairs: list[ReprintPair], views: int, seed: int, top_k: int = 5,
                       progress: Callable[[int, int], None] | None = None) -> ReprintReport:
-    """Photograph each print of each pair `views` times (synthetic scenes) and tally the answers."""
+    """Photograph each print of each pair `views` times (synthetic scenes) and tally the results."""
     report = ReprintReport(pairs=len(pairs))
     rng = np.random.default_rng(seed)
     total = 2 * views * len(pairs)

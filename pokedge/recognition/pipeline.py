@@ -135,9 +135,9 @@ class Recognizer:
         """Warp the main quad of every detection in both orientations (0 and 180 degrees)."""
         return self._crops(frame, [(i, d.quad) for i, d in enumerate(detections)])
 
-    def alternative_crops(self, frame: np.ndarray, detections: list[Detection], which: list[int]) -> list["_Crop"]:
-        """Warp the alternative quads of the detections `which` in both orientations."""
-        quads = [(i, quad) for i in which for quad in detections[i].alternatives[: self.max_quads_per_card - 1]]
+    def alternative_crops(self, frame: np.ndarray, detections: list[Detection], indices: list[int]) -> list["_Crop"]:
+        """Warp the alternative quads of the detections at `indices` in both orientations."""
+        quads = [(i, quad) for i in indices for quad in detections[i].alternatives[: self.max_quads_per_card - 1]]
         return self._crops(frame, quads)
 
     @staticmethod
