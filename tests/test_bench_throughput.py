@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -37,6 +38,10 @@ def test_pipeline_matches_sequential(tiny_recognizer, frames, embed_workers):
     assert pipelined.cards == sequential.cards
     assert len(result.latencies_ms) == count
     assert result.fps > 0
+    assert result.wall_s > 0
+    assert result.cpu_s > 0
+    assert result.utilization <= len(os.sched_getaffinity(0)) + 0.2  # CPU time cannot outrun the cores
+    assert result.cpu_ms_per_frame == pytest.approx(result.cpu_s * 1000 / count, rel=1e-6)
 
 
 def test_embed_workers_overlap(tiny_recognizer, frames, monkeypatch):

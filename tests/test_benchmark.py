@@ -74,6 +74,10 @@ def test_fps_figures(record):
     assert _positive(fps["pipelined"])
     assert _positive(fps["pipelined_vs_sequential"])
     assert _positive(record["latency_ms"]["pipelined"]["p50"])
+    assert _positive(fps["cpu_ms_per_frame"])
+    assert fps["pipelined_bound"] == pytest.approx(record["hardware"]["cores_usable"] * 1000 / fps["cpu_ms_per_frame"],
+                                                   rel=0.01)
+    assert 0 < fps["pipelined_cpu_utilization"] <= record["hardware"]["cores_usable"] + 0.2
 
 
 def test_search_records(record):

@@ -68,7 +68,13 @@ def _throughput(record: dict) -> str:
              f"{fps.get('pipelined_ort_threads')} ORT threads)",
              _num(fps["pipelined"]),
              *_pair(latency.get("pipelined")))]
-    return f"End to end (pipelined / sequential = {_num(fps['pipelined_vs_sequential'])})\n" + _table(rows)
+    if "pipelined_bound" in fps:
+        rows.append((f"bound: every core busy ({_num(fps['cpu_ms_per_frame'])} CPU ms a frame)",
+                     _num(fps["pipelined_bound"]), "-", "-"))
+    title = f"End to end (pipelined / sequential = {_num(fps['pipelined_vs_sequential'])}"
+    if "pipelined_bound_vs_sequential" in fps:
+        title += f", bound / sequential = {_num(fps['pipelined_bound_vs_sequential'])}"
+    return title + ")\n" + _table(rows)
 
 
 def _search(record: dict) -> str:

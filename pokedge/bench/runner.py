@@ -21,6 +21,10 @@ from pokedge.bench.targets import evaluate_targets
 
 _log = logging.getLogger(__name__)
 
+# The pipeline fills at the start of a run and drains at its end, with a core idle
+# each time, so a short run understates its steady rate.
+MIN_FRAMES_PER_RUN = 32
+
 
 @dataclass
 class BenchOptions:
@@ -34,7 +38,7 @@ class BenchOptions:
     frames_per_size: int = 4
     repeats: int = 3
     rounds: int = 3
-    frames_per_run: int = 0  # 0: twice the number of frames
+    frames_per_run: int = 0  # 0: twice the number of frames, at least MIN_FRAMES_PER_RUN
     search_sizes: tuple[int, ...] = (601, 17_592, 100_000)
     search_kinds: tuple[str, ...] = search.KINDS
     cold_runs: int = 3
@@ -157,14 +161,20 @@ def _throughput(run: _Run) -> None:
     pipeline_threads = run.options.threads or pipeline_ort_threads()
     embed_workers = run.options.embed_workers or pipeline_embed_workers()
     pipelined = run.context.recognizer(FP32, threads=pipeline_threads)
-    count = run.options.frames_per_run or 2 * len(run.frames)
+    count = run.options.frames_per_run or frames_per_run(run.frames)
     tracker_factory = _tracker_factory(recognizer)
     figures = throughput.measure_throughput(recognizer, pipelined, run.frames, count, run.options.rounds,
-                                            tracker_factory, run.options.detect_workers, embed_workers)
+                                            tracker_factory, run.options.detect_workers, embed_workers,
+                                            _usable_cores())
     figures["sequential_ort_threads"] = run.options.threads or "all cores"
     figures["pipelined_ort_threads"] = pipeline_threads
     run.result["latency_ms"] = figures.pop("latency_ms")
     run.result["fps"] = figures
+
+
+def frames_per_run(frames: list) -> int:
+    """Frames in one timed run: twice the frame set, and enough that the pipeline's fill and drain weigh little."""
+    return max(2 * len(frames), MIN_FRAMES_PER_RUN)
 
 
 def pipeline_ort_threads() -> int:
@@ -244,7 +254,7 @@ def _compare(run: _Run) -> None:
 
     run.say(f"comparing {run.options.compare}")
     pair = parse_pair(run.options.compare)
-    count = max(len(run.frames), 4)
+    count = run.options.frames_per_run or frames_per_run(run.frames)
     run.result["compare"] = run_comparison(run.context, run.frames, pair, run.options.compare_rounds, count)
 
 
