@@ -1,11 +1,10 @@
 """End-to-end throughput: sequential frames per second against a threaded pipeline, and frame-to-result latency.
 
-The pipeline overlaps four stages in threads joined by bounded queues:
-capture (JPEG decode), detection with warp and preprocessing, embedding with
-search and the second look, and the decision with the tracker update. OpenCV,
-ONNX Runtime and FAISS release the GIL inside their native calls, so the
-stages run in parallel on separate cores. Results are put back into frame
-order before the tracker update, which needs frames in order.
+The pipelined run uses pokedge.recognition.stream.FrameStream, as the daemon
+does. A capture thread decodes the JPEG frames and submits them. Detection
+workers detect, warp and preprocess. Embedding workers embed, search, take
+the second look and choose. The calling thread takes the results in frame
+order and updates the tracker, which needs frames in order.
 
 The embedding stage may run several workers that call one ONNX Runtime
 session at once, each on its own frame. With one ORT thread per call and a
@@ -23,7 +22,6 @@ below the pipeline's rate.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -32,11 +30,10 @@ import numpy as np
 
 from pokedge.bench.frames import BenchFrame
 from pokedge.bench.stats import ratio, summarize
-from pokedge.preprocess import prepare_batch
 from pokedge.recognition.pipeline import Recognizer
+from pokedge.recognition.stream import QUEUE_DEPTH, FrameStream
 
-QUEUE_DEPTH = 2  # frames waiting between two stages; bounds latency under load
-_DONE = object()
+SUBMIT_POLL_S = 0.1  # how often a capture thread blocked on a full stream checks whether the run was abandoned
 
 
 @dataclass
@@ -79,140 +76,77 @@ def _result(count: int, start: float, cpu: float, latencies: list[float]) -> Run
 
 def run_pipelined(recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker=None,
                   detect_workers: int = 1, embed_workers: int = 1) -> RunResult:
-    """Recognize `count` frames with capture, detection, embedding and search in overlapping threads."""
-    pipeline = _Pipeline(recognizer, frames, count, tracker, detect_workers, embed_workers)
-    return pipeline.run()
+    """Recognize `count` frames with capture, detection, embedding and search in overlapping threads.
+
+    Raise the first frame's exception after every frame has come back.
+    """
+    stream = FrameStream(recognizer, detect_workers, embed_workers, QUEUE_DEPTH, name="bench-stream")
+    capture = _Capture(stream, frames, count)
+    cpu, start = time.process_time(), time.perf_counter()
+    capture.thread.start()
+    try:
+        latencies, errors = _collect(stream, capture, count, tracker)
+        result = _result(count, start, cpu, latencies)
+    finally:
+        capture.abandoned.set()
+        capture.thread.join()
+        stream.close()
+
+    if capture.error is not None:
+        raise capture.error
+    if errors:
+        raise errors[0]
+    return result
 
 
-class _StageExit:
-    """Counts the workers of a stage that have finished; the last one puts end markers into the next queue."""
+class _Capture:
+    """Decodes the bench frames on its own thread and submits them to the stream with their start time."""
 
-    def __init__(self, workers: int, next_queue: queue.Queue, markers: int):
-        self._left = workers
-        self._lock = threading.Lock()
-        self._next_queue = next_queue
-        self._markers = markers
-
-    def finish(self) -> None:
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if last:
-            for _ in range(self._markers):
-                self._next_queue.put(_DONE)
-
-
-class _Pipeline:
-    def __init__(self, recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker, detect_workers: int,
-                 embed_workers: int):
-        if detect_workers < 1:
-            raise ValueError(f"detect_workers must be at least 1, got {detect_workers}")
-        if embed_workers < 1:
-            raise ValueError(f"embed_workers must be at least 1, got {embed_workers}")
-        self.recognizer = recognizer
+    def __init__(self, stream: FrameStream, frames: list[BenchFrame], count: int):
+        self.stream = stream
         self.frames = frames
         self.count = count
-        self.tracker = tracker
-        self.detect_workers = detect_workers
-        self.embed_workers = embed_workers
-        self.to_detect: queue.Queue = queue.Queue(QUEUE_DEPTH)
-        self.to_embed: queue.Queue = queue.Queue(QUEUE_DEPTH)
-        self.to_search: queue.Queue = queue.Queue(QUEUE_DEPTH)
-        self.errors: list[BaseException] = []
-        self.exits = {
-            self._capture: _StageExit(1, self.to_detect, detect_workers),
-            self._detect: _StageExit(detect_workers, self.to_embed, embed_workers),
-            self._embed: _StageExit(embed_workers, self.to_search, 1),
-        }
+        self.error: BaseException | None = None
+        self.abandoned = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bench-capture")
 
-    def run(self) -> RunResult:
-        threads = [threading.Thread(target=self._guard(self._capture), name="bench-capture")]
-        threads += [threading.Thread(target=self._guard(self._detect), name=f"bench-detect-{n}")
-                    for n in range(self.detect_workers)]
-        threads += [threading.Thread(target=self._guard(self._embed), name=f"bench-embed-{n}")
-                    for n in range(self.embed_workers)]
+    def _run(self) -> None:
+        try:
+            for number in range(self.count):
+                began = time.perf_counter()
+                image = self.frames[number % len(self.frames)].decode()
+                while not self.stream.submit((number, began), image, timeout=SUBMIT_POLL_S):
+                    if self.abandoned.is_set():
+                        return
+        except BaseException as exc:  # re-raised by run_pipelined on the calling thread
+            self.error = exc
 
-        cpu, start = time.process_time(), time.perf_counter()
-        for thread in threads:
-            thread.start()
-        latencies = self._search()
-        result = _result(self.count, start, cpu, latencies)
-        for thread in threads:
-            thread.join()
+    @property
+    def finished(self) -> bool:
+        return not self.thread.is_alive()
 
-        if self.errors:
-            raise self.errors[0]
-        return result
 
-    def _guard(self, stage):
-        """Wrap a stage so an exception is kept for run() to raise and the stages after it still finish."""
-        def run_stage():
-            try:
-                stage()
-            except BaseException as exc:  # re-raised by run() on the calling thread
-                self.errors.append(exc)
-                self._drain_input(stage)
-            self.exits[stage].finish()
-        return run_stage
+def _collect(stream: FrameStream, capture: _Capture, count: int, tracker) -> tuple[list[float], list[BaseException]]:
+    """Take the results in frame order and update the tracker; return every frame's latency and the errors."""
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    received = 0
+    while received < count:
+        item = stream.get(timeout=SUBMIT_POLL_S)
+        if item is None:
+            if capture.finished and not stream.in_flight:
+                break  # the capture thread stopped early (run_pipelined raises its error); nothing more comes
+            continue
 
-    def _drain_input(self, stage) -> None:
-        """Take a failed stage's remaining input up to its end marker, so the stage before it does not block."""
-        inputs = {self._detect: self.to_detect, self._embed: self.to_embed}.get(stage)
-        if inputs is not None:
-            while inputs.get() is not _DONE:
-                pass
-
-    def _capture(self) -> None:
-        for number in range(self.count):
-            began = time.perf_counter()
-            self.to_detect.put((number, began, self.frames[number % len(self.frames)].decode()))
-
-    def _detect(self) -> None:
-        recognizer = self.recognizer
-        while (item := self.to_detect.get()) is not _DONE:
-            number, began, image = item
-            detections = recognizer.detector.detect(image)
-            crops = recognizer.main_crops(image, detections)
-            batch = prepare_batch([c.image for c in crops], recognizer.backend.contract)
-            self.to_embed.put((number, began, image, detections, crops, batch))
-
-    def _embed(self) -> None:
-        """Embed and search a frame's main crops, then take the second look for the cards left unmatched."""
-        recognizer = self.recognizer
-        while (item := self.to_embed.get()) is not _DONE:
-            number, began, image, detections, crops, batch = item
-            hits = self._embed_and_search(batch)
-
-            second = recognizer.alternative_crops(image, detections, recognizer.unsure(detections, crops, hits))
-            if second:
-                crops = crops + second
-                hits += self._embed_and_search(prepare_batch([c.image for c in second], recognizer.backend.contract))
-
-            self.to_search.put((number, began, detections, crops, hits))
-
-    def _embed_and_search(self, batch: np.ndarray) -> list:
-        if not len(batch):
-            return []
-        recognizer = self.recognizer
-        return list(recognizer.index.search(recognizer.backend.embed(batch), max(recognizer.top_k, 5)))
-
-    def _search(self) -> list[float]:
-        """Decide and update the tracker in frame order; return the latency of every frame."""
-        recognizer = self.recognizer
-        pending: dict[int, tuple[float, list]] = {}
-        latencies: list[float] = []
-        next_number = 0
-        while (item := self.to_search.get()) is not _DONE:
-            number, began, detections, crops, hits = item
-            cards, _ = recognizer.choose(detections, crops, hits)
-            pending[number] = (began, cards)
-            while next_number in pending:
-                began, cards = pending.pop(next_number)
-                if self.tracker is not None:
-                    self.tracker.update(next_number, began, cards)
-                latencies.append((time.perf_counter() - began) * 1000.0)
-                next_number += 1
-        return latencies
+        received += 1
+        (number, began), outcome = item
+        if isinstance(outcome, BaseException):
+            errors.append(outcome)
+            continue
+        if tracker is not None:
+            tracker.update(number, began, outcome.cards)
+        latencies.append((time.perf_counter() - began) * 1000.0)
+    return latencies, errors
 
 
 def measure_throughput(recognizer: Recognizer, pipelined_recognizer: Recognizer, frames: list[BenchFrame],
