@@ -21,6 +21,7 @@ def test_defaults():
     assert config.http_address() == ("127.0.0.1", 8765)
     assert config.tracker.confirm_frames == 3
     assert config.camera.main_format == "RGB888"
+    assert config.recognition == "auto"
 
 
 def test_file_values_applied(tmp_path):
@@ -81,6 +82,7 @@ def test_flags_override_file(tmp_path):
     ("[tracker]\nconfirm_frames = 0\n", "confirm_frames must be at least 1"),
     ("[serve]\nhttp = \"8765\"\n", "not HOST:PORT"),
     ("[serve]\nread_timeout = 0\n", "read_timeout must be a positive"),
+    ("[serve]\nrecognition = \"threaded\"\n", "recognition must be one of auto, sequential, pipelined"),
     ("[scanlog]\nkeep = true\n", "unknown key [scanlog] keep"),
     ("[serve\n", "cannot be read"),
 ])
@@ -109,3 +111,25 @@ def test_http_address(text, expected):
 def test_http_address_rejected(text):
     with pytest.raises(ConfigError, match="HOST:PORT"):
         parse_http_address(text)
+
+
+def test_recognition_from_file_and_flag(tmp_path):
+    path = write(tmp_path, '[serve]\nrecognition = "sequential"\n')
+    assert build_config(load_config_file(path), {}, str(path)).recognition == "sequential"
+    assert build_config(load_config_file(path), {"recognition": "pipelined"}).recognition == "pipelined"
+
+
+def test_recognition_cli_flag(tmp_path):
+    import argparse
+
+    from pokedge.commands import serve
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    path = write(tmp_path, '[serve]\nrecognition = "pipelined"\n')
+    args = parser.parse_args(["serve", "--config", str(path), "--recognition", "sequential"])
+    assert serve.load_service_config(args).recognition == "sequential"
+    args = parser.parse_args(["serve", "--config", str(path)])
+    assert serve.load_service_config(args).recognition == "pipelined"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--recognition", "threaded"])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pokedge.capture.sources import SPEC_HELP
 from pokedge.commands.scan import add_runtime_options
-from pokedge.service.config import DEFAULT_CONFIG, DEFAULT_HTTP, build_config, load_config_file
+from pokedge.service.config import (DEFAULT_CONFIG, DEFAULT_HTTP, RECOGNITION_MODES, build_config,
+                                    load_config_file)
 
 _log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ def register(subparsers) -> None:
                         help="consecutive agreeing frames that confirm a card (default 3)")
     parser.add_argument("--unknown-frames", type=int, metavar="N",
                         help="still frames without a confirmation before a card is reported unknown (default 6)")
+    parser.add_argument("--recognition", choices=RECOGNITION_MODES,
+                        help="sequential: one frame at a time on the main thread; pipelined: detection and "
+                             "embedding of several frames in worker threads; auto (default): pipelined on at "
+                             "least 2 usable cores")
     parser.add_argument("--no-images", dest="save_images", action="store_false", default=None,
                         help="do not save JPEGs of unknown and low-confidence cards")
     add_runtime_options(parser)
@@ -47,6 +52,7 @@ def load_service_config(args: argparse.Namespace):
         "source": args.source, "http": args.http, "data_dir": args.data_dir, "backend": args.backend,
         "model": args.model, "gallery": args.gallery, "threads": args.threads, "loop": args.loop,
         "realtime": args.realtime, "folder_fps": args.folder_fps, "save_images": args.save_images,
+        "recognition": args.recognition,
     }
     tracker = {"confirm_frames": args.confirm_frames, "unknown_frames": args.unknown_frames}
     if args.confirm_frames is not None and args.unknown_frames is None:

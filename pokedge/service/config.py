@@ -20,6 +20,7 @@ from pokedge.service.tracker import TrackerConfig
 
 DEFAULT_CONFIG = Path("/etc/pokedge/config.toml")
 DEFAULT_HTTP = "127.0.0.1:8765"
+RECOGNITION_MODES = ("auto", "sequential", "pipelined")
 
 
 class ConfigError(PokedgeError):
@@ -37,6 +38,7 @@ class ServiceConfig:
     model: Path | None = None
     gallery: Path | None = None
     threads: int | None = None
+    recognition: str = "auto"  # sequential, pipelined, or auto: pipelined on at least 2 usable cores
     loop: bool = False
     realtime: bool = True  # False plays files and folders as fast as possible
     folder_fps: float = 5.0
@@ -157,5 +159,8 @@ def _validate(config: ServiceConfig, source: str) -> None:
             raise ConfigError(f"{source}: {name} must be a positive number of seconds, got {getattr(config, name)}")
     if config.stall_reads < 1:
         raise ConfigError(f"{source}: stall_reads must be at least 1, got {config.stall_reads}")
+    if config.recognition not in RECOGNITION_MODES:
+        raise ConfigError(f"{source}: recognition must be one of {', '.join(RECOGNITION_MODES)}, "
+                          f"got {config.recognition!r}")
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"{source}: threads must be at least 1, got {config.threads}")
