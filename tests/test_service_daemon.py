@@ -18,6 +18,7 @@ from pokedge.backends.onnx import OnnxBackend
 from pokedge.contract import load_contract
 from pokedge.errors import BackendError
 from pokedge.recognition.runtime import RuntimeSources, open_recognizer
+from pokedge.service import daemon as daemon_module
 from pokedge.service.recognizers import LoadedRecognizer, describe
 from pokedge.service.scanlog import ScanLog
 from service_support import corrupt_video_frame, fake_camera, load_soak, small_video, stack_video  # noqa: F401
@@ -116,7 +117,8 @@ def test_api_while_running(small_video, loader, tmp_path):
     assert stop_s < 5.0
 
 
-def test_reload_swaps_without_reopening(small_video, sources, tmp_path):
+@pytest.mark.parametrize("recognition", ["sequential", "pipelined"])
+def test_reload_swaps_without_reopening(small_video, sources, tmp_path, recognition):
     loads = []
 
     closed = []
@@ -129,9 +131,10 @@ def test_reload_swaps_without_reopening(small_video, sources, tmp_path):
         loads.append(loaded)
         return loaded
 
-    running = start(small_video, load, tmp_path)
+    running = start(small_video, load, tmp_path, recognition=recognition)
     daemon = running.daemon
     first = daemon.loaded
+    assert daemon.recognition == recognition
 
     daemon.request_reload()
     assert running.wait_until(lambda: daemon.loaded is not first, timeout=60), "reload never swapped in"
@@ -235,7 +238,8 @@ class FailingHailo:
         pass
 
 
-def test_backend_failure_falls_back_to_onnx(small_video, sources, tmp_path):
+@pytest.mark.parametrize("recognition", ["sequential", "pipelined"])
+def test_backend_failure_falls_back_to_onnx(small_video, sources, tmp_path, recognition):
     def load():
         recognizer = open_recognizer(sources, "onnx", threads=1, keep_crops=True)
         contract = recognizer.backend.contract
@@ -243,11 +247,12 @@ def test_backend_failure_falls_back_to_onnx(small_video, sources, tmp_path):
                                              lambda: OnnxBackend(load_contract(sources.onnx_contract), threads=1))
         return LoadedRecognizer(recognizer, sources, describe(recognizer, sources))
 
-    running = start(small_video, load, tmp_path)
+    running = start(small_video, load, tmp_path, recognition=recognition)
     daemon = running.daemon
     assert running.wait_until(lambda: daemon.metrics.fallbacks.value() == 1, timeout=30)
     frames = daemon.frames
     assert running.wait_until(lambda: daemon.frames > frames + 5, timeout=60)
+    stream = daemon._stream
     status = daemon.status()
     text = daemon.metrics_text()
     running.stop()
@@ -256,6 +261,9 @@ def test_backend_failure_falls_back_to_onnx(small_video, sources, tmp_path):
     assert status["backend"]["backend"] == "onnx"
     assert "HAILO_TIMEOUT" in status["backend"]["fallback_reason"]
     assert status["frame_errors"] == 0, "the fallback re-embeds the failed batch; no frame is lost"
+    if recognition == "pipelined":
+        # Hailo gets one embedding worker; ONNX Runtime after the fallback gets one a usable core.
+        assert stream.embed_workers == daemon_module.usable_cores()
     assert metric(text, "pokedge_backend_fallbacks_total") == 1
     assert 'backend="onnx"' in text
 
@@ -273,7 +281,8 @@ class BrokenBackend:
         pass
 
 
-def test_backend_errors_skip_frames_then_reopen(small_video, sources, tmp_path, monkeypatch):
+@pytest.mark.parametrize("recognition", ["sequential", "pipelined"])
+def test_backend_errors_skip_frames_then_reopen(small_video, sources, tmp_path, monkeypatch, recognition):
     from pokedge.service import daemon as daemon_module
 
     monkeypatch.setattr(daemon_module, "ERRORS_BEFORE_REOPEN", 4)
@@ -286,7 +295,8 @@ def test_backend_errors_skip_frames_then_reopen(small_video, sources, tmp_path, 
         loads.append(recognizer)
         return LoadedRecognizer(recognizer, sources, describe(recognizer, sources))
 
-    config = soak.service_config(f"file:{small_video.path}", tmp_path, realtime=False, loop=True)
+    config = soak.service_config(f"file:{small_video.path}", tmp_path, realtime=False, loop=True,
+                                 recognition=recognition)
     running = soak.RunningDaemon(config, load).start()
     daemon = running.daemon
     assert running.wait_until(lambda: daemon.metrics.reloads.value(result="ok") == 1, timeout=60)
@@ -317,11 +327,12 @@ def test_disk_full_events_still_stream(small_video, loader, tmp_path, monkeypatc
     assert len([r for r in caplog.records if "scan log write failed" in r.getMessage()]) == 1
 
 
-def test_corrupt_frame_skipped_and_file_end_keeps_api(small_video, loader, tmp_path):
+@pytest.mark.parametrize("recognition", ["sequential", "pipelined"])
+def test_corrupt_frame_skipped_and_file_end_keeps_api(small_video, loader, tmp_path, recognition):
     video = tmp_path / "corrupt.avi"
     video.write_bytes(small_video.path.read_bytes())
     corrupt_video_frame(video, 10)
-    config = soak.service_config(f"file:{video}", tmp_path, realtime=False)
+    config = soak.service_config(f"file:{video}", tmp_path, realtime=False, recognition=recognition)
     running = soak.RunningDaemon(config, loader).start()
     assert running.wait_until(lambda: running.daemon.source_ended, timeout=120)
     text = running.daemon.metrics_text()
@@ -329,6 +340,7 @@ def test_corrupt_frame_skipped_and_file_end_keeps_api(small_video, loader, tmp_p
     running.stop()
 
     assert metric(text, "pokedge_frames_corrupt_total") == 1
+    # Counted when the source ended: in pipelined mode every frame in flight is published first.
     assert metric(text, "pokedge_frames_total") == small_video.frames - 1
     assert status == 200, body
     assert json.loads(body)["camera"] == "ended"

@@ -3,16 +3,28 @@
 The frame loop runs on the calling (main) thread: read a frame, recognize
 it, update the card tracks, publish decisions, ping the systemd watchdog.
 The HTTP API, the scan log writer and a reload each have their own thread.
+With `recognition = "pipelined"` (the default on 2 or more usable cores) the
+loop submits each frame to a FrameStream, whose worker threads detect,
+embed and search several frames at once, and takes the results back in
+frame order. Everything else (tracks, events, metrics, the watchdog, status,
+reloads, the fallback check) stays on the main thread.
 
 - READY=1 goes out once the model is loaded and the first frame arrived,
   or after `camera_wait` seconds with the camera still down (the service
   then runs degraded and keeps reopening the camera).
 - WATCHDOG=1 is sent from the loop only, so a hung loop stops the pings
-  and systemd restarts the service.
+  and systemd restarts the service. In pipelined mode the loop also stops
+  pinging while the recognition threads have frames but finished none for
+  a quarter of the watchdog timeout.
 - SIGTERM and SIGINT stop the loop after the current frame. The stop takes
   well under 5 s: at most one frame, one read timeout and the scan log flush.
+  In pipelined mode the frames in flight get up to STOP_FLUSH_S to finish
+  and the worker threads up to STREAM_JOIN_S to end.
 - SIGHUP reloads model and gallery on a worker thread; the camera stays
   open and the loop keeps running on the old recognizer until the swap.
+  In pipelined mode the loop stops reading frames once the new recognizer
+  is ready, finishes the frames in flight on the old one, then swaps and
+  starts a new stream on the new one.
 """
 
 from __future__ import annotations
@@ -26,10 +38,13 @@ from functools import partial
 from typing import Any
 
 from pokedge import __version__, paths
+from pokedge.backends.onnx import OnnxBackend
 from pokedge.capture.base import EndOfStream, Frame, FrameSource
 from pokedge.capture.sources import build_source, parse_source_spec
 from pokedge.capture.supervisor import SupervisedSource
 from pokedge.errors import PokedgeError
+from pokedge.recognition.pipeline import FrameResult
+from pokedge.recognition.stream import FrameStream
 from pokedge.service.config import ServiceConfig
 from pokedge.service.events import EventBus
 from pokedge.service.http import ApiServer
@@ -47,6 +62,12 @@ SCANLOG_DIR = "scanlog"
 # Recognition failures in a row after which the backend is reopened through a reload.
 ERRORS_BEFORE_REOPEN = 10
 REOPEN_BACKEND_EVERY_S = 30.0
+# Pipelined recognition: frames waiting in front of each stage of the stream, beyond one a worker.
+STREAM_DEPTH = 1
+PIPELINE_ORT_THREADS = 1  # ONNX Runtime threads per call when `threads` is unset; the workers share the cores
+DRAIN_WAIT_S = 0.25  # how long one loop pass waits for a result while the stream drains
+STOP_FLUSH_S = 1.0  # how long a stop waits for the frames in flight
+STREAM_JOIN_S = 1.0  # how long a stop or swap waits for the stream's threads to end
 
 
 class Daemon:
@@ -60,8 +81,12 @@ class Daemon:
         raw_source = source or build_source(spec, loop=config.loop, realtime=config.realtime, camera=config.camera,
                                             folder_fps=config.folder_fps)
         self.source = SupervisedSource(raw_source, stall_reads=config.stall_reads)
+        self.recognition = recognition_mode(config.recognition)
+        threads = config.threads
+        if threads is None and self.recognition == "pipelined":
+            threads = PIPELINE_ORT_THREADS
         self._load = loader or partial(load_recognizer, config.model, config.gallery, self.data_dir, config.backend,
-                                       config.threads)
+                                       threads)
         self.notifier = notifier or Notifier()
         self.watchdog = Watchdog(self.notifier, watchdog_interval())
         self.bus = EventBus()
@@ -91,6 +116,11 @@ class Daemon:
         self._tracks: list[dict[str, Any]] = []
         self._card_state = "no_card"
         self._errors = RateLimitedLog(_log, 60.0)
+        self._stream: FrameStream | None = None
+        self._next_loaded: LoadedRecognizer | None = None  # a reload waiting for the stream to drain
+        self._restart_stream = False  # the backend changed; rebuild the stream once it drained
+        self._end_seen = False  # the source ended; report it once the stream drained
+        self._stall_logged = False
 
     def _samplers(self) -> dict[str, Any]:
         return {
@@ -157,6 +187,10 @@ class Daemon:
         self.tracker = CardTracker(self.loaded.recognizer.thresholds, self.config.tracker)
         self._set_info()
         _log.info("model and gallery loaded in %.1f s: %s", time.monotonic() - started, self.loaded.info)
+        _log.info("recognition %s (setting %r, %d usable cores)", self.recognition, self.config.recognition,
+                  usable_cores())
+        if self.recognition == "pipelined":
+            self._stream = self._open_stream(self.loaded)
 
         self.notifier.status(f"starting: opening {self.source.name}")
         self.source.open()
@@ -165,6 +199,7 @@ class Daemon:
         self.state = "stopping"
         started = time.monotonic()
         self.notifier.stopping("stopping")
+        self._stop_stream()
         if self.http is not None:
             self.http.stop()
         self.source.close()
@@ -182,24 +217,35 @@ class Daemon:
         ready_deadline = time.monotonic() + self.config.camera_wait
         while not self._stop.is_set():
             self._handle_reload()
-            self.watchdog.ping()
+            self._ping_watchdog()
             self._report_status()
             if not self._ready and time.monotonic() >= ready_deadline:
                 self._send_ready()
 
-            if self.source_ended:
-                self._stop.wait(0.25)
-                continue
-            try:
-                frame = self.source.read(self.config.read_timeout)
-            except EndOfStream:
-                self._on_end_of_stream()
-                continue
-            if frame is None:
-                continue
-            if not self._ready:
-                self._send_ready()
+            if self._stream is None:
+                self._step()
+            else:
+                self._step_pipelined()
+
+    def _step(self) -> None:
+        """Read one frame and recognize it on this thread."""
+        if self.source_ended:
+            self._stop.wait(0.25)
+            return
+        try:
+            frame = self._read()
+        except EndOfStream:
+            self._on_end_of_stream()
+            return
+        if frame is not None:
             self._process(frame)
+
+    def _read(self) -> Frame | None:
+        """Read a frame (None after a timeout or a skipped frame); raise EndOfStream at the end of a file."""
+        frame = self.source.read(self.config.read_timeout)
+        if frame is not None and not self._ready:
+            self._send_ready()
+        return frame
 
     def _process(self, frame: Frame) -> None:
         loaded = self.loaded
@@ -209,6 +255,10 @@ class Daemon:
         except Exception as exc:  # one bad frame or a failing backend must not end the service
             self._on_frame_error(frame, exc)
             return
+        self._publish(frame, loaded, result, started)
+
+    def _publish(self, frame: Frame, loaded: LoadedRecognizer, result: FrameResult, started: float) -> None:
+        """Update the tracks with a frame's cards, publish their events and record the frame's metrics."""
         self.errors_in_row = 0
 
         tracked = time.perf_counter()
@@ -232,7 +282,7 @@ class Daemon:
         self._card_state = self.tracker.state
         self._check_fallback(loaded, frame)
 
-    def _on_frame_error(self, frame: Frame, exc: Exception) -> None:
+    def _on_frame_error(self, frame: Frame, exc: BaseException) -> None:
         self.errors_in_row += 1
         self.metrics.frame_errors.inc()
         self._errors.error("frame", "frame %d: recognition failed (%d in a row), frame skipped: %s: %s",
@@ -256,6 +306,10 @@ class Daemon:
         self._set_info()
         _log.warning("frame %d: backend fell back from %s to %s: %s", frame.sequence, status.get("requested"),
                      status.get("backend"), status.get("fallback_reason"))
+        if self._stream is not None and embed_workers_for(backend) != self._stream.embed_workers:
+            _log.info("restarting the recognition stream with %d embedding worker(s) for %s",
+                      embed_workers_for(backend), backend.name)
+            self._restart_stream = True
         self.bus.publish("status", {"backend": status, "message": "backend fell back to ONNX Runtime"})
         self.notifier.status(self._status_text())
 
@@ -277,6 +331,110 @@ class Daemon:
         log = _log.info if self.source.state in ("ok", "ended") else _log.error
         log("ready: %s", text)
 
+    # -- pipelined recognition ---------------------------------------------------------------------
+
+    def _open_stream(self, loaded: LoadedRecognizer) -> FrameStream:
+        backend = loaded.recognizer.backend
+        return FrameStream(loaded.recognizer, detect_workers=1, embed_workers=embed_workers_for(backend),
+                           depth=STREAM_DEPTH, name=f"recognition stream ({backend.name})")
+
+    def _step_pipelined(self) -> None:
+        """Hand back finished frames, then read and submit one frame unless the stream must drain or is full."""
+        stream = self._stream
+        self._take_results(0.0)
+
+        if self._next_loaded is not None or self._restart_stream:
+            if stream.in_flight:
+                self._take_results(DRAIN_WAIT_S)
+            else:
+                self._rebuild_stream()
+            return
+        if self.source_ended:
+            self._stop.wait(0.25)
+            return
+        if self._end_seen:
+            if stream.in_flight:
+                self._take_results(DRAIN_WAIT_S)
+            else:
+                self._on_end_of_stream()  # only now: every frame of the file has been published
+            return
+        if stream.full:
+            self._take_results(self.config.read_timeout)
+            return
+
+        try:
+            frame = self._read()
+        except EndOfStream:
+            self._end_seen = True
+            return
+        if frame is not None:
+            self._submit(frame)
+
+    def _submit(self, frame: Frame) -> None:
+        # The frame's metrics count from here, so its "frame" latency includes the wait in the stream.
+        tag = (frame, self.loaded, time.perf_counter())
+        if not self._stream.submit(tag, frame.image, timeout=self.config.read_timeout):
+            self._on_frame_error(frame, TimeoutError("the recognition stream stayed full"))
+
+    def _take_results(self, wait: float) -> None:
+        """Publish every finished frame in order, waiting up to `wait` seconds for the first one."""
+        item = self._stream.get(timeout=wait)
+        while item is not None:
+            self._on_result(*item)
+            item = self._stream.get(timeout=0.0)
+
+    def _on_result(self, tag: tuple[Frame, LoadedRecognizer, float], outcome: FrameResult | BaseException) -> None:
+        frame, loaded, started = tag
+        if isinstance(outcome, BaseException):
+            self._on_frame_error(frame, outcome)
+        else:
+            self._publish(frame, loaded, outcome, started)
+
+    def _rebuild_stream(self) -> None:
+        """Close the drained stream, swap in a reloaded recognizer if one waits, and start a new stream."""
+        self._stream.close(STREAM_JOIN_S)
+        loaded, self._next_loaded = self._next_loaded, None
+        self._restart_stream = False
+        if loaded is not None:
+            self._swap(loaded)
+        self._stream = self._open_stream(self.loaded)
+
+    def _stop_stream(self) -> None:
+        """Publish the frames in flight (for at most STOP_FLUSH_S), then close the stream."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        deadline = time.monotonic() + STOP_FLUSH_S
+        try:
+            while stream.in_flight and (remaining := deadline - time.monotonic()) > 0:
+                item = stream.get(timeout=remaining)
+                if item is not None:
+                    self._on_result(*item)
+        except Exception:  # the stop must go on; the frames left are dropped
+            _log.exception("publishing the frames in flight failed while stopping")
+        if stream.in_flight:
+            _log.warning("stopping with %d frame(s) still in recognition after %.1f s; they are dropped",
+                         stream.in_flight, STOP_FLUSH_S)
+        stream.close(STREAM_JOIN_S)
+        if self._next_loaded is not None:
+            self._next_loaded.close()
+            self._next_loaded = None
+
+    def _ping_watchdog(self) -> None:
+        """Ping the watchdog unless the recognition threads have work and finished nothing for a while."""
+        interval = self.watchdog.interval
+        stalled = self._stream.stalled_s() if self._stream is not None else 0.0
+        if interval is not None and stalled >= interval:
+            if not self._stall_logged:
+                self._stall_logged = True
+                _log.error("the recognition threads finished no frame for %.1f s with %d in flight; watchdog "
+                           "pings stop until they do", stalled, self._stream.in_flight)
+            return
+        if self._stall_logged:
+            self._stall_logged = False
+            _log.warning("the recognition threads finish frames again; watchdog pings resume")
+        self.watchdog.ping()
+
     # -- reload ------------------------------------------------------------------------------------
 
     def _handle_reload(self) -> None:
@@ -288,14 +446,24 @@ class Daemon:
 
         loaded = self.reloader.take()
         if loaded is not None:
-            self._swap(loaded)
-        if self._reloading and self.reloader.idle:
+            self._take_reloaded(loaded)
+        if self._reloading and self.reloader.idle and self._next_loaded is None:
             self._reloading = False
             if self.reloader.failures > self._reload_failures_seen:
                 self._reload_failures_seen = self.reloader.failures
                 self.metrics.reloads.inc(result="failed")
                 self.bus.publish("status", {"message": "reload failed", "error": self.reloader.last_error})
             self.notifier.ready(self._status_text())
+
+    def _take_reloaded(self, loaded: LoadedRecognizer) -> None:
+        """Swap in a reloaded recognizer now, or in pipelined mode once the frames in flight are done."""
+        if self._stream is None:
+            self._swap(loaded)
+            return
+        if self._next_loaded is not None:
+            self._next_loaded.close()  # a newer reload finished before the stream drained
+        self._next_loaded = loaded
+        _log.info("reload ready; finishing %d frame(s) in flight before the swap", self._stream.in_flight)
 
     def _swap(self, loaded: LoadedRecognizer) -> None:
         old, self.loaded = self.loaded, loaded
@@ -382,6 +550,7 @@ class Daemon:
             "backend": backend,
             "versions": dict(loaded.info) if loaded else None,
             "fps": round(self.fps.fps, 2),
+            "recognition": self.recognition,
             "frames": self.frames,
             "frame_errors": int(self.metrics.frame_errors.value()),
             "card_state": self._card_state,
@@ -394,3 +563,27 @@ class Daemon:
 
     def metrics_text(self) -> str:
         return self.metrics.render()
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def recognition_mode(setting: str) -> str:
+    """Resolve the `recognition` setting: "auto" is pipelined on at least 2 usable cores, else sequential."""
+    if setting != "auto":
+        return setting
+    return "pipelined" if usable_cores() >= 2 else "sequential"
+
+
+def embed_workers_for(backend) -> int:
+    """Return the embedding workers a stream may run on `backend` at once.
+
+    ONNX Runtime allows concurrent runs on one session, so it gets one
+    worker a usable core, as in the benchmark. Other backends (the Hailo
+    backend, the fallback wrapper before it fell back) get one, because
+    their embed calls are not known to be safe from several threads.
+    """
+    if isinstance(backend, OnnxBackend) or getattr(backend, "fell_back", False):
+        return usable_cores()
+    return 1
