@@ -41,7 +41,8 @@ default_config() {
 source = "picamera2"          # picamera2[:N], opencv:INDEX, opencv:URL, file:PATH or dir:PATH
 http = "127.0.0.1:8765"       # the API has no authentication; keep it on loopback
 backend = "auto"              # auto: the Hailo device when usable, else ONNX Runtime on the CPU
-# threads = 3                 # ONNX Runtime CPU threads (default: all cores)
+# threads = 3                 # ONNX Runtime CPU threads (default: all cores; 1 per call when pipelined)
+# recognition = "auto"        # sequential, pipelined, or auto: pipelined on 2 or more cores
 # data_dir = "/var/lib/pokedge"  # default: systemd's StateDirectory
 
 [camera]
