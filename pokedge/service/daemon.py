@@ -583,6 +583,8 @@ def embed_workers_for(backend) -> int:
     worker a usable core, as in the benchmark. Other backends (the Hailo
     backend, the fallback wrapper before it fell back) get one, because
     their embed calls are not known to be safe from several threads.
+    NOTE: no Pi run has measured the stream yet, so whether one Hailo
+    worker reaches the 20 frames/s target is open.
     """
     if isinstance(backend, OnnxBackend) or getattr(backend, "fell_back", False):
         return usable_cores()
