@@ -18,6 +18,7 @@ from pokedge import synth
 from pokedge.detection import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH, CardDetector, Detection, geometry
 from pokedge.detection.selection import reading_order
 from pokedge.detection.candidate import Candidate
+from pokedge.detection.frame import WorkFrame
 
 IOU_OK = 0.85
 
@@ -235,6 +236,22 @@ def test_tight_crop_offers_the_whole_frame(detector, cards):
 
     assert detections, "nothing detected in a tight crop"
     assert _best_iou(detections[0], frame_quad) >= IOU_OK
+
+
+def test_rank_keeps_best_of_near_duplicates(detector, cards):
+    frame = np.full((480, 640, 3), 150, np.uint8)
+    frame[100:380, 220:420] = cv2.resize(cards[6], (200, 280), interpolation=cv2.INTER_AREA)
+    card_quad = np.float32([[220, 100], [419, 100], [419, 379], [220, 379]])
+    # 8 px outside the card on every side: a near duplicate of the card quad (corners within 2.5% of the diagonal).
+    loose_quad = card_quad + np.float32([[-8, -8], [8, -8], [8, 8], [-8, 8]])
+    work = WorkFrame.from_frame(frame)
+    assert work.scale == 1.0
+
+    ranked = detector.rank([Candidate(loose_quad, "lines"), Candidate(card_quad.copy(), "edges")], work)
+
+    assert len(ranked) == 1, f"{len(ranked)} quads left of two duplicates"
+    assert ranked[0].strategy == "edges", "kept the first proposed duplicate, not the best-scored one"
+    assert geometry.quad_iou(ranked[0].quad, card_quad) > 0.99
 
 
 def test_detection_speed_single_card(detector, cards):
