@@ -238,6 +238,38 @@ def test_tight_crop_offers_the_whole_frame(detector, cards):
     assert _best_iou(detections[0], frame_quad) >= IOU_OK
 
 
+def _smooth_art(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Colour detail without a straight edge, like a full-art card seen through heavy motion blur."""
+    noise = rng.normal(0.0, 1.0, (height, width, 3)).astype(np.float32)
+    art = cv2.GaussianBlur(noise, (0, 0), 8)
+    return cv2.normalize(art, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_edgeless_tight_crop_gives_whole_frame(detector, seed):
+    crop = _smooth_art(np.random.default_rng(seed), 880, 630)
+    frame_quad = np.float32([[0, 0], [629, 0], [629, 879], [0, 879]])
+
+    detections = detector.detect(crop)
+
+    assert len(detections) == 1, f"{len(detections)} detections in an edgeless card-shaped crop"
+    assert detections[0].full_frame
+    assert geometry.quad_iou(detections[0].quad, frame_quad) >= 0.97
+
+
+def test_edgeless_camera_frame_gives_no_detection(detector):
+    # A 4:3 camera frame is not card-shaped, so its outline is not taken as a card.
+    frame = _smooth_art(np.random.default_rng(0), 720, 960)
+
+    assert detector.detect(frame) == []
+
+
+def test_blank_card_shaped_frame_gives_no_detection(detector):
+    for grey in (0, 128, 255):
+        crop = np.full((880, 630, 3), grey, np.uint8)
+        assert detector.detect(crop) == [], f"uniform grey {grey}"
+
+
 def test_rank_keeps_best_of_near_duplicates(detector, cards):
     frame = np.full((480, 640, 3), 150, np.uint8)
     frame[100:380, 220:420] = cv2.resize(cards[6], (200, 280), interpolation=cv2.INTER_AREA)

@@ -109,14 +109,17 @@ class CardDetector:
 
         In a tight crop or a scan the card outline is the frame border, where
         no edge can be found, so the largest quad found is usually the art box
-        or the inner border. The full frame is never reported on its own: a
-        4:3 camera frame is card-shaped too, and an empty textured desk would
-        then be reported as a card.
+        or the inner border. The full frame is reported on its own only when
+        nothing else was kept. A 4:3 camera frame is not card-shaped
+        (`frame_is_card_shaped`), so an empty desk in a camera frame never
+        becomes a card this way.
         """
         proposals = propose_full_frame(work)
-        if not proposals or not kept:
+        if not proposals:
             return kept
         full = proposals[0]
+        if not kept:
+            return self._full_frame_alone(full, work)
         largest = max(kept, key=lambda c: geometry.quad_area(c.quad))
         if geometry.quad_area(largest.quad) < FULL_FRAME_MIN_COVER * work.area:
             return kept
@@ -126,6 +129,18 @@ class CardDetector:
         full.score = FULL_FRAME_SCORE * texture_factor(full.quad, work)
         largest.alternatives = largest.alternatives[: self.config.max_alternatives - 1] + [full]
         return kept
+
+    def _full_frame_alone(self, full: Candidate, work: WorkFrame) -> list[Candidate]:
+        """Return the whole card-shaped frame as the only card when it encloses printed detail.
+
+        A blurred tight crop leaves no edge to find, and its card fills most
+        of the frame (at least 90% in the synthetic tight crops), so the frame
+        outline is used as the card's.
+        NOTE: a card-shaped image of a textured surface without a card is
+        reported too, and only the recognizer's card floor rejects it.
+        """
+        full.score = FULL_FRAME_SCORE * texture_factor(full.quad, work)
+        return [full] if full.score >= self.config.min_score else []
 
     def _to_detection(self, candidate: Candidate, frame: np.ndarray, scale: float) -> Detection:
         quad = (candidate.quad / scale).astype(np.float32)
