@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pokedge import synth
-from pokedge.detection import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH, CardDetector, Detection, geometry
+from pokedge.detection import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH, CardDetector, Detection, geometry, selection
 from pokedge.detection.selection import reading_order
 from pokedge.detection.candidate import Candidate
 from pokedge.detection.frame import WorkFrame
@@ -284,6 +284,30 @@ def test_rank_keeps_best_of_near_duplicates(detector, cards):
     assert len(ranked) == 1, f"{len(ranked)} quads left of two duplicates"
     assert ranked[0].strategy == "edges", "kept the first proposed duplicate, not the best-scored one"
     assert geometry.quad_iou(ranked[0].quad, card_quad) > 0.99
+
+
+def test_small_card_outlasts_enclosing_outline():
+    # A frame-wide outline (desk planks) around a card that covers 2% of it and scores higher.
+    outline = Candidate(np.float32([[5, 5], [634, 5], [634, 474], [5, 474]]), "lines", score=0.65)
+    card = Candidate(_card_quad((320, 240), 10, width=60.0), "border", score=0.9)
+
+    entries = selection.suppress([card, outline], alternative_floor=0.2, max_alternatives=2)
+
+    assert len(entries) == 1, f"{len(entries)} entries left"
+    assert entries[0] is card, "the enclosing outline replaced the card"
+
+
+def test_card_outline_takes_over_its_art_box():
+    card = Candidate(_card_quad((320, 240), 0, width=200.0), "lines", score=0.65)
+    # The art box: 0.86 of the card's width and 0.44 of its height, about 0.38 of its area.
+    art_height = 200.0 / CARD_ASPECT * 0.44
+    art_box = Candidate(np.float32([[234, 180], [406, 180], [406, 180 + art_height], [234, 180 + art_height]]),
+                        "adaptive", score=0.9)
+
+    entries = selection.suppress([art_box, card], alternative_floor=0.2, max_alternatives=2)
+
+    assert len(entries) == 1, f"{len(entries)} entries left"
+    assert entries[0] is card, "the art box replaced the card around it"
 
 
 def test_detection_speed_single_card(detector, cards):

@@ -19,6 +19,9 @@ SAME_CARD_IOU = 0.5
 CONFLICT_IOU = 0.2  # weaker quads overlapping a kept card this much, but not nested in it, are dropped
 NESTED_AREA_RATIO = 0.4  # a quad inside another and at least this share of its area shows the same card
 NESTED_ALTERNATIVE_RATIO = 0.25  # an enclosed quad this large is kept as an alternative (an art box, a slab's card)
+# An enclosed quad under this share of the outer quad's area is a card of its own, not one of the outer card's
+# boxes. The art box is about 0.38 of a card and 0.27 of a toploader around it (estimates from their sizes).
+SEPARATE_CARD_RATIO = 0.12
 TAKEOVER_SHARE = 0.6  # an enclosing quad scoring this share of the enclosed one is taken as the card
 PREFER_OUTER_RATIO = 0.65  # within one card, an enclosed quad smaller than this share of the outer loses to it
 DISTINCT_IOU = 0.9  # alternatives overlapping the main quad or each other more than this add nothing
@@ -107,12 +110,12 @@ def _swap_main(kept: list[Candidate], old: Candidate, new: Candidate, max_altern
 def _resolve_enclosures(kept: list[Candidate], max_alternatives: int) -> list[Candidate]:
     """Settle cards that enclose other cards: cards neither contain nor sit inside other cards.
 
-    The outer quad wins when it scores at least `TAKEOVER_SHARE` of the
-    best card it encloses (a card around its art box and text box); the
-    enclosed cards are dropped, the largest kept as an alternative when it
-    is big enough to be the card itself. Otherwise the outer quad is
-    dropped (a sheet of paper or a screen around a card). Page outlines
-    around several cards were removed before, by `drop_groups`.
+    The outer quad wins when it reaches `_takeover_score` of the cards it
+    encloses (a card around its art box and text box); the enclosed cards
+    are dropped, the largest kept as an alternative when it is big enough
+    to be the card itself. Otherwise the outer quad is dropped (a sheet of
+    paper, a desk plank or a screen around a card). Page outlines around
+    several cards were removed before, by `drop_groups`.
     """
     dropped: set[int] = set()
     for i in sorted(range(len(kept)), key=lambda k: geometry.quad_area(kept[k].quad), reverse=True):
@@ -122,8 +125,7 @@ def _resolve_enclosures(kept: list[Candidate], max_alternatives: int) -> list[Ca
         enclosed = [j for j in range(len(kept)) if j != i and j not in dropped and _inside(outer.quad, kept[j].quad)]
         if not enclosed:
             continue
-        best = max(kept[j].score for j in enclosed)
-        if outer.score < TAKEOVER_SHARE * best:
+        if outer.score < _takeover_score(outer, [kept[j] for j in enclosed]):
             dropped.add(i)
             continue
         largest = max(enclosed, key=lambda j: geometry.quad_area(kept[j].quad))
@@ -131,6 +133,22 @@ def _resolve_enclosures(kept: list[Candidate], max_alternatives: int) -> list[Ca
             _add_alternative(outer, kept[largest], max_alternatives)
         dropped.update(enclosed)
     return [c for i, c in enumerate(kept) if i not in dropped]
+
+
+def _takeover_score(outer: Candidate, enclosed: list[Candidate]) -> float:
+    """Return the score `outer` needs to replace the cards it encloses.
+
+    The card around its own boxes needs `TAKEOVER_SHARE` of their score. An
+    enclosed card smaller than `SEPARATE_CARD_RATIO` of the outer quad lies
+    on a larger rectangle, such as a sheet or the frame-wide outline of desk
+    planks, and that rectangle must outscore it.
+    """
+    outer_area = geometry.quad_area(outer.quad)
+    needed = 0.0
+    for card in enclosed:
+        small = geometry.quad_area(card.quad) < SEPARATE_CARD_RATIO * outer_area
+        needed = max(needed, (1.0 if small else TAKEOVER_SHARE) * card.score)
+    return needed
 
 
 def _add_alternative(winner: Candidate, candidate: Candidate, max_alternatives: int) -> None:
