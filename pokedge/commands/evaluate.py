@@ -133,7 +133,7 @@ def _table(result: dict[str, Any], details: bool) -> str:
     if "reprints" in result:
         r = result["reprints"]
         lines.append(f"same-art reprints: {r['pairs']} pairs, {r['queries']} scenes  right print {_pct(r['right_print'])}  "
-                     f"other print {_pct(r['other_print'])}  both in top-5 {_pct(r['both_listed'])}  "
+                     f"other print {_pct(r['other_print'])}  both listed {_pct(r['both_listed'])}  "
                      f"flagged same art {_pct(r['flagged_same_art'])}")
     if details and "photos" in result:
         for row in result["photos"]:
