@@ -111,6 +111,11 @@ def default_contract(model_id: str = "efficientnet-student-stage2:v2.0", file: s
 def load_contract(path: Path | str) -> ModelContract:
     """Read and validate a contract file; raise ContractError naming the bad field."""
     path = Path(path)
+    if path.suffix.lower() in (".onnx", ".hef") and path.is_file():
+        contract = path.with_suffix(".contract.json")
+        hint = f" such as {contract}" if contract.is_file() else ""
+        raise ContractError(f"{path} is a model file, but a model contract (a .contract.json file) is expected; "
+                            f"give the contract{hint}, which names the model file and its input and output")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

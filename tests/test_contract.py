@@ -75,6 +75,14 @@ def test_not_json_is_reported(tmp_path):
         load_contract(path)
 
 
+def test_model_file_for_contract_is_explained(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(b"onnx bytes")
+    (tmp_path / "tiny.contract.json").write_text("{}")
+    with pytest.raises(ContractError, match=r"model contract \(a \.contract\.json file\).*tiny\.contract\.json"):
+        load_contract(model)
+
+
 def test_unknown_schema_is_refused(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({**default_contract().to_dict(), "schema": "pokedge.contract/9"}))

@@ -63,6 +63,15 @@ def test_corrupt_model_file(tmp_path, tiny_contract):
         OnnxBackend(load_contract(path))
 
 
+def test_corrupt_model_names_its_checksum(tmp_path, tiny_contract):
+    (tmp_path / "tiny.onnx").write_bytes(b"\x08\x01garbage" * 10)
+    data = json.loads(tiny_contract.read_text())
+    path = tmp_path / "tiny.contract.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BackendError, match="damaged or replaced"):
+        OnnxBackend(load_contract(path))
+
+
 def test_checksum_mismatch(tmp_path, tiny_contract):
     data = json.loads(tiny_contract.read_text())
     data["sha256"] = "0" * 64

@@ -53,7 +53,7 @@ class OnnxBackend:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from exc
+            raise BackendError(f"ONNX Runtime could not load {path}: {exc}{_damage_hint(path, contract)}") from exc
 
         self._input_name, self._fixed_batch = self._check_input()
         self._output_name = self._check_output()
@@ -135,6 +135,17 @@ class OnnxBackend:
 
     def close(self) -> None:
         self._session = None
+
+
+def _damage_hint(path: Path, contract: ModelContract) -> str:
+    """Say whether a model that failed to load still matches its contract's sha256."""
+    if not contract.sha256:
+        return ""
+    actual = file_sha256(path)
+    if actual != contract.sha256:
+        return (f"; its sha256 is {actual[:12]}..., not the contract's {contract.sha256[:12]}..., so the file is "
+                f"damaged or replaced: copy it again or run 'pokedge sync'")
+    return "; the file matches the contract's sha256, so this ONNX Runtime cannot read the model"
 
 
 def _verify_sha256(path: Path, expected: str) -> None:

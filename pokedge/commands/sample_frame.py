@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     card = synth.make_test_card(rng)
     scene = synth.render_scene(card, rng, ("perspective", "busy_bg"), frame_size=(1280, 960))
+    if args.path.suffix.lower() not in (".jpg", ".jpeg"):
+        raise InputError(f"{args.path}: the demo frame is a JPEG; give a path ending in .jpg")
     if not cv2.imwrite(str(args.path), scene.frame, [cv2.IMWRITE_JPEG_QUALITY, 90]):
         raise InputError(f"{args.path}: could not write the JPEG (check the folder exists and is writable)")
     corners = ", ".join(f"({x:.0f}, {y:.0f})" for x, y in scene.quads[0])

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     images = [*args.image, *args.images]
+    if args.save_crops is not None and args.save_crops.exists() and not args.save_crops.is_dir():
+        raise InputError(f"--save-crops {args.save_crops} is a file; give a folder for the card crops")
     if args.camera is not None:
         if images:
             raise InputError("give either --camera or image files, not both")
@@ -95,7 +97,11 @@ def _scan_one(recognizer, path: Path, args: argparse.Namespace, gallery_dir: Pat
 def _save_crops(folder: Path, path: Path, result) -> None:
     import cv2
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--save-crops {folder}: cannot create the folder ({exc.strerror or exc}); "
+                         f"give a folder path, not a file") from None
     for n, card in enumerate(result.cards, 1):
         if card.crop is not None:
             cv2.imwrite(str(folder / f"{path.stem}_card{n}.jpg"), card.crop)
