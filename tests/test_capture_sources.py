@@ -279,6 +279,19 @@ def test_check_frame_rejects_size_change():
 
 
 def test_build_source_kinds(tmp_path):
+    (tmp_path / "v.avi").write_bytes(b"")
     assert isinstance(build_source(parse_source_spec(f"file:{tmp_path}/v.avi")), VideoFileSource)
     assert isinstance(build_source(parse_source_spec(f"dir:{tmp_path}")), FolderSource)
     assert isinstance(build_source(parse_source_spec("opencv:0")), OpenCVCameraSource)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("file:{tmp}/absent.avi", "not found"),
+    ("dir:{tmp}/absent", "not found"),
+    ("file:{tmp}", "is a folder; use dir:"),
+    ("dir:{tmp}/v.avi", "is not a folder; use file:"),
+])
+def test_build_source_refuses_bad_paths(tmp_path, spec, message):
+    (tmp_path / "v.avi").write_bytes(b"")
+    with pytest.raises(InputError, match=message):
+        build_source(parse_source_spec(spec.format(tmp=tmp_path)))

@@ -9,6 +9,7 @@ read as `opencv:URL`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pokedge.capture.base import FrameSource
 from pokedge.errors import InputError
@@ -76,6 +77,7 @@ def build_source(spec: SourceSpec, *, loop: bool = False, realtime: bool = True,
 
         return OpenCVCameraSource(spec.target)
 
+    _check_recording(spec)
     if spec.kind == "file":
         from pokedge.capture.opencv import VideoFileSource
 
@@ -84,3 +86,14 @@ def build_source(spec: SourceSpec, *, loop: bool = False, realtime: bool = True,
     from pokedge.capture.folder import DEFAULT_FOLDER_FPS, FolderSource
 
     return FolderSource(spec.target, loop=loop, realtime=realtime, fps=folder_fps or DEFAULT_FOLDER_FPS)
+
+
+def _check_recording(spec: SourceSpec) -> None:
+    """Refuse a file or folder source whose path is missing or of the other kind; a camera may come later, a path not."""
+    path = Path(str(spec.target))
+    if not path.exists():
+        raise InputError(f"source {spec}: {path} not found; check the path")
+    if spec.kind == "file" and path.is_dir():
+        raise InputError(f"source {spec}: {path} is a folder; use dir:{path} for a folder of images")
+    if spec.kind == "dir" and not path.is_dir():
+        raise InputError(f"source {spec}: {path} is not a folder; use file:{path} for a video file")
