@@ -19,6 +19,7 @@ from pokedge.detection import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH, CardDetector
 from pokedge.detection.selection import reading_order
 from pokedge.detection.candidate import Candidate
 from pokedge.detection.frame import WorkFrame
+from pokedge.detection.strategies.contours import complete_at_border
 
 IOU_OK = 0.85
 
@@ -284,6 +285,29 @@ def test_rank_keeps_best_of_near_duplicates(detector, cards):
     assert len(ranked) == 1, f"{len(ranked)} quads left of two duplicates"
     assert ranked[0].strategy == "edges", "kept the first proposed duplicate, not the best-scored one"
     assert geometry.quad_iou(ranked[0].quad, card_quad) > 0.99
+
+
+def test_outline_cut_by_frame_edge_is_completed():
+    truth = _card_quad((320, 400), 5, width=200.0)  # its lower part is below a 640x480 frame
+    visible = np.float32([truth[0], truth[1], *_bottom_crossings(truth, 479.0)])
+
+    completed = complete_at_border(geometry.order_corners(visible), (480, 640))
+
+    assert max(geometry.quad_iou(q, truth) for q in completed) > 0.95
+
+
+def test_outline_inside_frame_is_not_completed():
+    quad = geometry.order_corners(_card_quad((320, 240), 5, width=200.0))
+    assert complete_at_border(quad, (480, 640)) == []
+
+
+def _bottom_crossings(quad: np.ndarray, y: float) -> list[np.ndarray]:
+    """Where the right side (TR to BR) and the left side (TL to BL) of `quad` cross the line at height `y`."""
+    crossings = []
+    for top, bottom in ((quad[1], quad[2]), (quad[0], quad[3])):
+        t = (y - top[1]) / (bottom[1] - top[1])
+        crossings.append(top + t * (bottom - top))
+    return crossings
 
 
 def test_small_card_outlasts_enclosing_outline():

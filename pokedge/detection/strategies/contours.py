@@ -11,6 +11,9 @@ single mask works on every background:
   busy backgrounds, and the card rather than its sleeve.
 - `adaptive`: a local-mean threshold of the grey image, which marks the dark
   outline of a card inside a sleeve or binder pocket.
+
+An outline with one side on the frame border is also proposed completed to
+the whole card (`complete_at_border`), for a card that runs off the frame.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from pokedge.detection import geometry
 from pokedge.detection.candidate import Candidate
 from pokedge.detection.frame import WorkFrame
 from pokedge.detection.scoring import MIN_AREA_FRACTION
+from pokedge.detection.types import CARD_ASPECT
 
+# Outlines completed past the frame border come only from these masks. In a clean
+# synthetic scene the adaptive mask outlined a patch of wood grain at the border,
+# and its completion scored as a card.
+_COMPLETED_STRATEGIES = ("edges", "border")
+_BORDER_PX = 3.0  # a corner this close to a frame edge lies on it
+_MIN_EXTENSION = 1.08  # a completion must reach this much further than the visible outline
 _MAX_CONTOURS_PER_MASK = 24  # only the largest contours of each mask are fitted, because the rest are clutter
 _KERNEL = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 
@@ -39,7 +49,46 @@ def propose_from_contours(work: WorkFrame) -> list[Candidate]:
     for strategy, mask, mode in _masks(work):
         for quad in quads_from_mask(mask, min_area, mode):
             candidates.append(Candidate(quad, strategy))
+            if strategy in _COMPLETED_STRATEGIES:
+                candidates += [Candidate(q, strategy, completed=True) for q in complete_at_border(quad, work.shape)]
     return candidates
+
+
+def complete_at_border(quad: np.ndarray, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Extend an outline that the frame border cuts off to the whole card, from the 63:88 aspect.
+
+    When one side of `quad` lies on a frame border, the card may go on beyond
+    it: the opposite side is the card's true edge, and the two sides next to
+    it are extended until the quad has the card's aspect. Both ways round are
+    tried (short or long side found); only quads longer than the visible part
+    are returned.
+    """
+    height, width = shape[:2]
+    completed = []
+    for i in range(4):
+        start, end = quad[i], quad[(i + 1) % 4]
+        if not _on_same_border(start, end, width, height):
+            continue
+        near_end, near_start = quad[(i + 2) % 4], quad[(i + 3) % 4]  # the found side, opposite the border
+        known = float(np.linalg.norm(near_end - near_start))
+        towards_start = start - near_start
+        towards_end = end - near_end
+        visible = max(np.linalg.norm(towards_start), np.linalg.norm(towards_end))
+        for ratio in (1.0 / CARD_ASPECT, CARD_ASPECT):
+            length = known * ratio
+            if length <= _MIN_EXTENSION * visible:
+                continue
+            new_start = near_start + towards_start / max(np.linalg.norm(towards_start), 1e-6) * length
+            new_end = near_end + towards_end / max(np.linalg.norm(towards_end), 1e-6) * length
+            corners = np.float32([new_start, new_end, near_end, near_start])
+            completed.append(geometry.order_corners(corners).astype(np.float32))
+    return completed
+
+
+def _on_same_border(a: np.ndarray, b: np.ndarray, width: int, height: int) -> bool:
+    """True when both points lie on the same edge of a width x height frame."""
+    limits = ((0, 0.0), (0, width - 1.0), (1, 0.0), (1, height - 1.0))
+    return any(abs(a[axis] - edge) <= _BORDER_PX and abs(b[axis] - edge) <= _BORDER_PX for axis, edge in limits)
 
 
 def _masks(work: WorkFrame):
