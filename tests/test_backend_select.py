@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -187,6 +188,27 @@ def test_midrun_failure_switches_to_onnx(fake_hailo, tiny_models, caplog):
     assert backend.status()["frames"]["onnx"] == len(IMAGES) + 2
     backend.close()
     onnx.close()
+
+
+def test_counts_stay_exact_with_threads_after_switch(fake_hailo, tiny_models):
+    knobs = fake_hailo.load()
+    backend = open_backend("auto", tiny_models.onnx(), tiny_models.hef(), hailo_options={"backoff_ms": 1})
+    knobs.run_faults.extend(["stream_abort"] * 50)
+    backend.embed(IMAGES)  # switches to ONNX Runtime
+    calls_per_thread = 25
+
+    def embed_many():
+        for _ in range(calls_per_thread):
+            backend.embed(IMAGES[:1])
+
+    threads = [threading.Thread(target=embed_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert backend.status()["frames"]["onnx"] == len(IMAGES) + 4 * calls_per_thread
+    backend.close()
 
 
 def test_midrun_transient_stays_on_hailo(fake_hailo, tiny_models):

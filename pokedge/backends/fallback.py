@@ -9,6 +9,7 @@ frame passed to `embed` gets an embedding or the call raises, so none is dropped
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -28,6 +29,7 @@ class FallbackBackend:
         self._open_fallback = open_fallback
         self._fallback: Backend | None = None
         self._frames = {primary.name: 0}
+        self._lock = threading.Lock()  # embedding workers call `embed` at once after a switch to ONNX
         self._primary_name = primary.name
         self._primary_status: dict[str, Any] | None = None
         self.fallback_reason: str | None = None
@@ -60,19 +62,26 @@ class FallbackBackend:
             try:
                 vectors = self._primary.embed(images)
             except BackendError as exc:
-                self._switch(exc)
+                with self._lock:
+                    if self._fallback is None:  # another thread may have switched already
+                        self._switch(exc)
                 # The batch was prepared for the primary's contract; convert it for the fallback.
                 images = adapt_images(images, primary_contract, self._active().contract)
             else:
-                self._frames[self._primary_name] += len(images)
+                self._count(self._primary_name, len(images))
                 return vectors
 
         backend = self._active()
         vectors = backend.embed(images)
-        self._frames[backend.name] = self._frames.get(backend.name, 0) + len(images)
+        self._count(backend.name, len(images))
         return vectors
 
+    def _count(self, name: str, frames: int) -> None:
+        with self._lock:
+            self._frames[name] = self._frames.get(name, 0) + frames
+
     def _switch(self, exc: BackendError) -> None:
+        """Open the fallback and close the primary; the caller holds the lock."""
         frames_done = sum(self._frames.values())
         try:
             fallback = self._open_fallback()
@@ -104,9 +113,13 @@ class FallbackBackend:
             "fallback": self.fell_back,
             "fallback_reason": self.fallback_reason,
             "fallback_at_frame": self.fallback_at_frame,
-            "frames": dict(self._frames),
+            "frames": self._frame_counts(),
             "primary": primary_status,
         }
+
+    def _frame_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._frames)
 
     def close(self) -> None:
         for backend in (self._primary, self._fallback):
