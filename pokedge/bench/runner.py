@@ -18,6 +18,7 @@ from pokedge.bench.hardware import describe_hardware
 from pokedge.bench.models import hailo_host_overhead, resolve_inputs
 from pokedge.bench.stats import ratio
 from pokedge.bench.targets import evaluate_targets
+from pokedge.recognition.stream import usable_cores
 
 _log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _throughput(run: _Run) -> None:
     tracker_factory = _tracker_factory(recognizer)
     figures = throughput.measure_throughput(recognizer, pipelined, run.frames, count, run.options.rounds,
                                             tracker_factory, run.options.detect_workers, embed_workers,
-                                            _usable_cores())
+                                            usable_cores())
     figures["sequential_ort_threads"] = run.options.threads or "all cores"
     figures["pipelined_ort_threads"] = pipeline_threads
     run.result["latency_ms"] = figures.pop("latency_ms")
@@ -173,7 +174,7 @@ def _throughput(run: _Run) -> None:
 
 
 def frames_per_run(frames: list) -> int:
-    """Frames in one timed run: twice the frame set, and enough that the pipeline's fill and drain weigh little."""
+    """Return the frames of one timed run: twice the frame set, and at least MIN_FRAMES_PER_RUN."""
     return max(2 * len(frames), MIN_FRAMES_PER_RUN)
 
 
@@ -189,11 +190,7 @@ def pipeline_ort_threads() -> int:
 
 def pipeline_embed_workers() -> int:
     """Return the number of embedding workers in the pipeline: one a usable core, so embedding can fill every idle core."""
-    return _usable_cores()
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
 
 
 def _tracker_factory(recognizer):

@@ -42,13 +42,13 @@ class RunResult:
 
     fps: float
     latencies_ms: list[float]
+    frames: int = 0
     cpu_s: float = 0.0  # CPU seconds of the whole process (every thread) during the run
     wall_s: float = 0.0
 
     @property
     def cpu_ms_per_frame(self) -> float:
-        frames = self.fps * self.wall_s
-        return self.cpu_s * 1000.0 / frames if frames else 0.0
+        return self.cpu_s * 1000.0 / self.frames if self.frames else 0.0
 
     @property
     def utilization(self) -> float:
@@ -71,7 +71,7 @@ def run_sequential(recognizer: Recognizer, frames: list[BenchFrame], count: int,
 
 def _result(count: int, start: float, cpu: float, latencies: list[float]) -> RunResult:
     wall = time.perf_counter() - start
-    return RunResult(count / wall, latencies, time.process_time() - cpu, wall)
+    return RunResult(count / wall, latencies, count, time.process_time() - cpu, wall)
 
 
 def run_pipelined(recognizer: Recognizer, frames: list[BenchFrame], count: int, tracker=None,
@@ -127,7 +127,7 @@ class _Capture:
 
 
 def _collect(stream: FrameStream, capture: _Capture, count: int, tracker) -> tuple[list[float], list[BaseException]]:
-    """Take the results in frame order and update the tracker; return every frame's latency and the errors."""
+    """Take the results in frame order and update the tracker. Return every frame's latency and the errors."""
     latencies: list[float] = []
     errors: list[BaseException] = []
     received = 0

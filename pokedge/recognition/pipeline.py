@@ -85,7 +85,7 @@ class Recognizer:
         clock = time.perf_counter()
 
         detections = self.detector.detect(frame)
-        _lap(timings, "detect", clock)
+        add_stage_ms(timings, "detect", clock)
 
         crops = self.main_crops(frame, detections)
         hits = self._embed_and_search(crops, timings)
@@ -103,13 +103,17 @@ class Recognizer:
         """Preprocess, embed and search crops in one backend call, adding each stage's time to `timings`."""
         clock = time.perf_counter()
         batch = prepare_batch([c.image for c in crops], self.backend.contract)
-        clock = _lap(timings, "preprocess", clock)
+        add_stage_ms(timings, "preprocess", clock)
+        return self.search_batch(batch, timings)
 
+    def search_batch(self, batch: np.ndarray, timings: dict[str, float]) -> list[list[Hit]]:
+        """Embed a prepared batch and search the index, adding the embed and search times to `timings`."""
+        clock = time.perf_counter()
         embeddings = self.backend.embed(batch) if len(batch) else np.zeros((0, self.gallery.dim), np.float32)
-        clock = _lap(timings, "embed", clock)
+        clock = add_stage_ms(timings, "embed", clock)
 
         hits = self.index.search(embeddings, max(self.top_k, 5)) if len(embeddings) else []
-        _lap(timings, "search", clock)
+        add_stage_ms(timings, "search", clock)
         return list(hits)
 
     def unsure(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> list[int]:
@@ -205,7 +209,7 @@ def _drop_overlaps(cards: list[CardResult]) -> list[CardResult]:
     return sorted(kept, key=lambda c: order[id(c)])
 
 
-def _lap(timings: dict[str, float], stage: str, start: float) -> float:
+def add_stage_ms(timings: dict[str, float], stage: str, start: float) -> float:
     """Add the ms since `start` to `timings[stage]` and return the current time."""
     now = time.perf_counter()
     timings[stage] = round(timings.get(stage, 0.0) + (now - start) * 1000.0, 2)

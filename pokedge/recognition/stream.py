@@ -13,8 +13,8 @@ from one thread, in submission order, each as `(tag, FrameResult)` or
 frame's result and the stream goes on. At most `capacity` frames are in
 flight, from `submit` to `get`. `submit` blocks while the stream is full,
 so a live source that keeps only its newest frame drops the stale ones
-itself. The queues between the stages have no bound of their own, so no
-worker ever blocks on a put and `close` cannot deadlock.
+itself. The queues between the stages are unbounded, so no worker blocks
+on a put, and `close` joins the workers with a timeout.
 
 Several embedding workers call one backend at once. ONNX Runtime allows
 concurrent `InferenceSession.run` calls on one session; a backend that does
@@ -24,6 +24,7 @@ not (the Hailo backend, the fallback wrapper) needs `embed_workers=1`.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pokedge.preprocess import prepare_batch
-from pokedge.recognition.pipeline import FrameResult, Recognizer
+from pokedge.recognition.pipeline import FrameResult, Recognizer, add_stage_ms
 
 _log = logging.getLogger(__name__)
 
@@ -228,45 +229,31 @@ class FrameStream:
         recognizer = self.recognizer
         clock = time.perf_counter()
         job.detections = recognizer.detector.detect(job.image)
-        _add_ms(job.timings, "detect", clock)
+        add_stage_ms(job.timings, "detect", clock)
 
         job.crops = recognizer.main_crops(job.image, job.detections)
         clock = time.perf_counter()
         job.batch = prepare_batch([crop.image for crop in job.crops], recognizer.backend.contract)
-        _add_ms(job.timings, "preprocess", clock)
+        add_stage_ms(job.timings, "preprocess", clock)
         self._to_embed.put(job)
 
     def _embed(self, job: _Job) -> None:
         """Embed and search the main crops, take the second look at the unmatched cards and choose the results."""
         recognizer = self.recognizer
         crops = job.crops
-        hits = self._embed_and_search(job.batch, job.timings)
+        hits = recognizer.search_batch(job.batch, job.timings)
 
         unsure = recognizer.unsure(job.detections, crops, hits)
         if unsure:
             second = recognizer.alternative_crops(job.image, job.detections, unsure)
             clock = time.perf_counter()
             batch = prepare_batch([crop.image for crop in second], recognizer.backend.contract)
-            _add_ms(job.timings, "preprocess", clock)
+            add_stage_ms(job.timings, "preprocess", clock)
             crops = crops + second
-            hits += self._embed_and_search(batch, job.timings)
+            hits += recognizer.search_batch(batch, job.timings)
 
         cards, rejected = recognizer.choose(job.detections, crops, hits)
         self._complete(job, FrameResult(cards, job.timings, rejected))
-
-    def _embed_and_search(self, batch: np.ndarray, timings: dict[str, float]) -> list:
-        """Embed a prepared batch and search the index, as Recognizer.recognize does, timing both stages."""
-        recognizer = self.recognizer
-        clock = time.perf_counter()
-        if len(batch):
-            embeddings = recognizer.backend.embed(batch)
-        else:
-            embeddings = np.zeros((0, recognizer.gallery.dim), np.float32)
-        clock = _add_ms(timings, "embed", clock)
-
-        hits = recognizer.index.search(embeddings, max(recognizer.top_k, 5)) if len(embeddings) else []
-        _add_ms(timings, "search", clock)
-        return list(hits)
 
     def _complete(self, job: _Job, outcome: FrameResult | BaseException) -> None:
         with self._lock:
@@ -276,8 +263,6 @@ class FrameStream:
         self._done.put((job.number, job.tag, outcome))
 
 
-def _add_ms(timings: dict[str, float], stage: str, start: float) -> float:
-    """Add the ms since `start` to `timings[stage]`, rounded as Recognizer.recognize rounds; return the time now."""
-    now = time.perf_counter()
-    timings[stage] = round(timings.get(stage, 0.0) + (now - start) * 1000.0, 2)
-    return now
+def usable_cores() -> int:
+    """Return the cores this process may run on (its CPU affinity where the OS reports it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -44,7 +44,7 @@ from pokedge.capture.sources import build_source, parse_source_spec
 from pokedge.capture.supervisor import SupervisedSource
 from pokedge.errors import PokedgeError
 from pokedge.recognition.pipeline import FrameResult
-from pokedge.recognition.stream import FrameStream
+from pokedge.recognition.stream import FrameStream, usable_cores
 from pokedge.service.config import ServiceConfig
 from pokedge.service.events import EventBus
 from pokedge.service.http import ApiServer
@@ -563,10 +563,6 @@ class Daemon:
 
     def metrics_text(self) -> str:
         return self.metrics.render()
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def recognition_mode(setting: str) -> str:
