@@ -81,7 +81,7 @@ class FallbackBackend:
             self._frames[name] = self._frames.get(name, 0) + frames
 
     def _switch(self, exc: BackendError) -> None:
-        """Open the fallback and close the primary; the caller holds the lock."""
+        """Open the fallback and close the primary. The caller holds the lock."""
         frames_done = sum(self._frames.values())
         try:
             fallback = self._open_fallback()

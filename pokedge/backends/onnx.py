@@ -138,7 +138,7 @@ class OnnxBackend:
 
 
 def _damage_hint(path: Path, contract: ModelContract) -> str:
-    """Say whether a model that failed to load still matches its contract's sha256."""
+    """Return an error hint that tells whether a model that failed to load still matches its contract's sha256."""
     if not contract.sha256:
         return ""
     actual = file_sha256(path)

@@ -89,7 +89,10 @@ def build_source(spec: SourceSpec, *, loop: bool = False, realtime: bool = True,
 
 
 def _check_recording(spec: SourceSpec) -> None:
-    """Refuse a file or folder source whose path is missing or of the other kind; a camera may come later, a path not."""
+    """Raise InputError for a file or folder source whose path is missing or of the other kind.
+
+    A camera may appear later, so only paths are checked before the source opens.
+    """
     path = Path(str(spec.target))
     if not path.exists():
         raise InputError(f"source {spec}: {path} not found; check the path")
