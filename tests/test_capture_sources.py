@@ -291,7 +291,7 @@ def test_build_source_kinds(tmp_path):
     ("file:{tmp}", "is a folder; use dir:"),
     ("dir:{tmp}/v.avi", "is not a folder; use file:"),
 ])
-def test_build_source_refuses_bad_paths(tmp_path, spec, message):
+def test_build_source_rejects_invalid_paths(tmp_path, spec, message):
     (tmp_path / "v.avi").write_bytes(b"")
     with pytest.raises(InputError, match=message):
         build_source(parse_source_spec(spec.format(tmp=tmp_path)))

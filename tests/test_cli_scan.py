@@ -110,14 +110,14 @@ def test_sample_frame_is_scannable(tmp_path, tiny_contract, tiny_gallery):
     assert len(json.loads(result.stdout)["cards"]) == 1
 
 
-def test_sample_frame_needs_a_jpeg_path(tmp_path):
+def test_sample_frame_rejects_non_jpeg_path(tmp_path):
     result = _run("sample-frame", str(tmp_path / "demo.txt"))
     assert result.returncode == 1
     assert "give a path ending in .jpg" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_save_crops_onto_a_file_is_refused(tmp_path, scene_file, tiny_contract, tiny_gallery):
+def test_save_crops_rejects_file_path(tmp_path, scene_file, tiny_contract, tiny_gallery):
     crop_file = tmp_path / "crops.png"
     crop_file.write_text("not a folder")
     result = _run("scan", str(scene_file[0]), "--save-crops", str(crop_file), *_model_args(tiny_contract, tiny_gallery))

@@ -75,7 +75,7 @@ def test_not_json_is_reported(tmp_path):
         load_contract(path)
 
 
-def test_model_file_for_contract_is_explained(tmp_path):
+def test_model_file_given_as_contract_rejected(tmp_path):
     model = tmp_path / "tiny.onnx"
     model.write_bytes(b"onnx bytes")
     (tmp_path / "tiny.contract.json").write_text("{}")

@@ -240,7 +240,7 @@ def test_tight_crop_offers_the_whole_frame(detector, cards):
 
 
 def _smooth_art(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Colour detail without a straight edge, like a full-art card seen through heavy motion blur."""
+    """Return colour noise without a straight edge, like a full-art card seen through heavy motion blur."""
     noise = rng.normal(0.0, 1.0, (height, width, 3)).astype(np.float32)
     art = cv2.GaussianBlur(noise, (0, 0), 8)
     return cv2.normalize(art, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
@@ -265,7 +265,7 @@ def test_edgeless_camera_frame_gives_no_detection(detector):
     assert detector.detect(frame) == []
 
 
-def test_blank_card_shaped_frame_gives_no_detection(detector):
+def test_uniform_crop_gives_no_detection(detector):
     for grey in (0, 128, 255):
         crop = np.full((880, 630, 3), grey, np.uint8)
         assert detector.detect(crop) == [], f"uniform grey {grey}"
@@ -275,7 +275,8 @@ def test_rank_keeps_best_of_near_duplicates(detector, cards):
     frame = np.full((480, 640, 3), 150, np.uint8)
     frame[100:380, 220:420] = cv2.resize(cards[6], (200, 280), interpolation=cv2.INTER_AREA)
     card_quad = np.float32([[220, 100], [419, 100], [419, 379], [220, 379]])
-    # 8 px outside the card on every side: a near duplicate of the card quad (corners within 2.5% of the diagonal).
+    # This quad lies 8 px outside the card on every side. Its corners are within 2.5% of the frame diagonal
+    # of the card's corners, so the two quads are near duplicates.
     loose_quad = card_quad + np.float32([[-8, -8], [8, -8], [8, 8], [-8, 8]])
     work = WorkFrame.from_frame(frame)
     assert work.scale == 1.0
@@ -287,8 +288,8 @@ def test_rank_keeps_best_of_near_duplicates(detector, cards):
     assert geometry.quad_iou(ranked[0].quad, card_quad) > 0.99
 
 
-def test_outline_cut_by_frame_edge_is_completed():
-    truth = _card_quad((320, 400), 5, width=200.0)  # its lower part is below a 640x480 frame
+def test_complete_at_border_restores_cut_outline():
+    truth = _card_quad((320, 400), 5, width=200.0)  # the lower part lies below a 640x480 frame
     visible = np.float32([truth[0], truth[1], *_bottom_crossings(truth, 479.0)])
 
     completed = complete_at_border(geometry.order_corners(visible), (480, 640))
@@ -296,13 +297,13 @@ def test_outline_cut_by_frame_edge_is_completed():
     assert max(geometry.quad_iou(q, truth) for q in completed) > 0.95
 
 
-def test_outline_inside_frame_is_not_completed():
+def test_complete_at_border_skips_inner_outline():
     quad = geometry.order_corners(_card_quad((320, 240), 5, width=200.0))
     assert complete_at_border(quad, (480, 640)) == []
 
 
 def _bottom_crossings(quad: np.ndarray, y: float) -> list[np.ndarray]:
-    """Where the right side (TR to BR) and the left side (TL to BL) of `quad` cross the line at height `y`."""
+    """Return the points where the right side (TR to BR) and left side (TL to BL) of `quad` cross height `y`."""
     crossings = []
     for top, bottom in ((quad[1], quad[2]), (quad[0], quad[3])):
         t = (y - top[1]) / (bottom[1] - top[1])
@@ -310,8 +311,8 @@ def _bottom_crossings(quad: np.ndarray, y: float) -> list[np.ndarray]:
     return crossings
 
 
-def test_small_card_outlasts_enclosing_outline():
-    # A frame-wide outline (desk planks) around a card that covers 2% of it and scores higher.
+def test_suppress_keeps_card_inside_outline():
+    # A frame-wide outline, such as desk planks, encloses a card that covers about 2% of it and scores higher.
     outline = Candidate(np.float32([[5, 5], [634, 5], [634, 474], [5, 474]]), "lines", score=0.65)
     card = Candidate(_card_quad((320, 240), 10, width=60.0), "border", score=0.9)
 
@@ -321,9 +322,9 @@ def test_small_card_outlasts_enclosing_outline():
     assert entries[0] is card, "the enclosing outline replaced the card"
 
 
-def test_card_outline_takes_over_its_art_box():
+def test_suppress_keeps_card_over_art_box():
     card = Candidate(_card_quad((320, 240), 0, width=200.0), "lines", score=0.65)
-    # The art box: 0.86 of the card's width and 0.44 of its height, about 0.38 of its area.
+    # The art box covers 0.86 of the card's width and 0.44 of its height, so about 0.38 of its area.
     art_height = 200.0 / CARD_ASPECT * 0.44
     art_box = Candidate(np.float32([[234, 180], [406, 180], [406, 180 + art_height], [234, 180 + art_height]]),
                         "adaptive", score=0.9)

@@ -63,7 +63,7 @@ def test_corrupt_model_file(tmp_path, tiny_contract):
         OnnxBackend(load_contract(path))
 
 
-def test_corrupt_model_names_its_checksum(tmp_path, tiny_contract):
+def test_corrupt_model_reports_sha256_mismatch(tmp_path, tiny_contract):
     (tmp_path / "tiny.onnx").write_bytes(b"\x08\x01garbage" * 10)
     data = json.loads(tiny_contract.read_text())
     path = tmp_path / "tiny.contract.json"

@@ -1,4 +1,8 @@
-"""FrameStream: results in submission order and equal to Recognizer.recognize, per-frame errors, close, backpressure."""
+"""Tests of FrameStream, which recognizes frames in overlapping worker threads.
+
+They check that results come back in submission order and equal to Recognizer.recognize, that an error
+fails only its own frames, that close() returns after worker failures, and that submit() blocks when full.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ def video_frames(small_video):
 
 
 def card_summary(result) -> list[tuple]:
-    """The fields of each card that recognition decides, with the quad rounded to 1/1000 px."""
+    """Return the fields that recognition sets on each card, with the quad rounded to 1/1000 px."""
     return [(card.card_id, card.status, card.score, card.margin, card.upside_down, card.strategy,
              card.blur, card.glare, tuple(np.round(card.quad, 3).ravel()), tuple(h.card_id for h in card.hits))
             for card in result.cards]
@@ -82,10 +86,11 @@ def test_stream_keeps_crops(tiny_recognizer, video_frames):
         stream.close()
     cards = [card for _, result in results for card in result.cards]
     assert cards
-    assert all(card.crop is not None and card.crop.ndim == 3 for card in cards)
+    assert all(card.crop is not None for card in cards)
+    assert all(card.crop.ndim == 3 for card in cards)
 
 
-def test_failing_frame_errors_alone(tiny_recognizer, video_frames, monkeypatch):
+def test_detection_error_fails_only_its_frame(tiny_recognizer, video_frames, monkeypatch):
     bad = video_frames[5].copy()
     detect = tiny_recognizer.detector.detect
 
@@ -112,7 +117,7 @@ def test_failing_frame_errors_alone(tiny_recognizer, video_frames, monkeypatch):
             assert card_summary(outcome) == card_summary(expected[tag]), f"frame {tag}"
 
 
-def test_embed_failure_errors_every_frame(tiny_recognizer, video_frames, monkeypatch):
+def test_embed_error_fails_frames_with_cards(tiny_recognizer, video_frames, monkeypatch):
     def fail(batch):
         raise RuntimeError("embedding failed on purpose")
 
@@ -131,7 +136,7 @@ def test_embed_failure_errors_every_frame(tiny_recognizer, video_frames, monkeyp
 
 
 def close_within(stream: FrameStream, seconds: float) -> bool:
-    """Run close() on a thread; return True when it returned within `seconds`."""
+    """Run close() on a thread and return whether it returned within `seconds`."""
     closer = threading.Thread(target=stream.close, daemon=True)
     closer.start()
     closer.join(seconds)
@@ -146,14 +151,16 @@ def test_close_after_worker_error(tiny_recognizer, video_frames, monkeypatch):
     stream = FrameStream(tiny_recognizer, embed_workers=2)
     for number in range(stream.capacity):
         assert stream.submit(number, video_frames[number], timeout=5)
-    assert stream.get(timeout=30) is not None  # at least one failed frame came back; the rest stay in flight
+
+    # One failed frame is fetched, and the others are still in the stream when close() runs.
+    assert stream.get(timeout=30) is not None
 
     assert close_within(stream, 10), "close() hung after a worker error"
     assert not any(thread.is_alive() for thread in stream._threads)
 
 
 class WorkerKilled(BaseException):
-    """Not an Exception: ends the worker thread that raises it."""
+    """Error that is not an Exception subclass, so it ends the worker thread that raises it."""
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -216,6 +223,6 @@ def test_close_drops_frames_in_flight(tiny_recognizer, video_frames):
 @pytest.mark.parametrize("settings,message", [({"detect_workers": 0}, "detect_workers"),
                                               ({"embed_workers": 0}, "embed_workers"),
                                               ({"depth": -1}, "depth")])
-def test_stream_rejects_bad_settings(tiny_recognizer, settings, message):
+def test_stream_rejects_invalid_settings(tiny_recognizer, settings, message):
     with pytest.raises(ValueError, match=message):
         FrameStream(tiny_recognizer, **settings)

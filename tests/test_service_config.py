@@ -115,8 +115,12 @@ def test_http_address_rejected(text):
 
 def test_recognition_from_file_and_flag(tmp_path):
     path = write(tmp_path, '[serve]\nrecognition = "sequential"\n')
-    assert build_config(load_config_file(path), {}, str(path)).recognition == "sequential"
-    assert build_config(load_config_file(path), {"recognition": "pipelined"}).recognition == "pipelined"
+
+    from_file = build_config(load_config_file(path), {}, str(path))
+    assert from_file.recognition == "sequential"
+
+    from_flag = build_config(load_config_file(path), {"recognition": "pipelined"})
+    assert from_flag.recognition == "pipelined"
 
 
 def test_recognition_cli_flag(tmp_path):
@@ -127,9 +131,12 @@ def test_recognition_cli_flag(tmp_path):
     parser = argparse.ArgumentParser()
     serve.register(parser.add_subparsers())
     path = write(tmp_path, '[serve]\nrecognition = "pipelined"\n')
+
     args = parser.parse_args(["serve", "--config", str(path), "--recognition", "sequential"])
     assert serve.load_service_config(args).recognition == "sequential"
+
     args = parser.parse_args(["serve", "--config", str(path)])
     assert serve.load_service_config(args).recognition == "pipelined"
+
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--recognition", "threaded"])

@@ -262,7 +262,7 @@ def test_backend_failure_falls_back_to_onnx(small_video, sources, tmp_path, reco
     assert "HAILO_TIMEOUT" in status["backend"]["fallback_reason"]
     assert status["frame_errors"] == 0, "the fallback re-embeds the failed batch; no frame is lost"
     if recognition == "pipelined":
-        # Hailo gets one embedding worker; ONNX Runtime after the fallback gets one a usable core.
+        # Hailo gets one embedding worker. After the fallback, ONNX Runtime gets one per usable core.
         assert stream.embed_workers == daemon_module.usable_cores()
     assert metric(text, "pokedge_backend_fallbacks_total") == 1
     assert 'backend="onnx"' in text
@@ -328,7 +328,7 @@ def test_disk_full_events_still_stream(small_video, loader, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("recognition", ["sequential", "pipelined"])
-def test_corrupt_frame_skipped_and_file_end_keeps_api(small_video, loader, tmp_path, recognition):
+def test_api_serves_after_corrupt_file_ends(small_video, loader, tmp_path, recognition):
     video = tmp_path / "corrupt.avi"
     video.write_bytes(small_video.path.read_bytes())
     corrupt_video_frame(video, 10)
@@ -340,7 +340,8 @@ def test_corrupt_frame_skipped_and_file_end_keeps_api(small_video, loader, tmp_p
     running.stop()
 
     assert metric(text, "pokedge_frames_corrupt_total") == 1
-    # Counted when the source ended: in pipelined mode every frame in flight is published first.
+    # The count was read after the source ended. In pipelined mode the daemon publishes every frame
+    # in flight before it marks the source as ended.
     assert metric(text, "pokedge_frames_total") == small_video.frames - 1
     assert status == 200, body
     assert json.loads(body)["camera"] == "ended"

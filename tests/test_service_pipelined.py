@@ -1,4 +1,8 @@
-"""The daemon with pipelined recognition: same events as sequential, stop, frame errors and the watchdog on a hang."""
+"""Tests of the daemon with pipelined recognition.
+
+They check that it publishes the same events as sequential recognition, stops within 5 s, logs a
+frame error with the frame id, and stops the watchdog pings when recognition hangs.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def loader(tiny_contract, tiny_gallery):
 
 
 def play_to_end(video, loader, data_dir, recognition: str):
-    """Play a video file once through the daemon; return the RunningDaemon after its stop."""
+    """Play a video file once through the daemon and return the RunningDaemon after it stops."""
     config = soak.service_config(f"file:{video.path}", data_dir, realtime=False, recognition=recognition)
     running = soak.RunningDaemon(config, loader).start()
     assert running.wait_until(lambda: running.daemon.source_ended, timeout=120), "the video did not finish"
@@ -35,7 +39,7 @@ def play_to_end(video, loader, data_dir, recognition: str):
 
 
 def decisions(running) -> list[tuple]:
-    """The tracker's events without their wall-clock times: kind, card, track, frame, frames and score."""
+    """Return the tracker's decision events as (kind, card, track, frame, frames, score), without wall-clock times."""
     return [(kind, data["card_id"], data["track_id"], data["frame"], data.get("frames"), data.get("score"))
             for _, kind, data in running.events if kind in DECISIONS]
 
@@ -46,7 +50,8 @@ def test_pipelined_events_match_sequential(stack_video, loader, tmp_path):
 
     assert sequential.daemon.recognition == "sequential"
     assert pipelined.daemon.recognition == "pipelined"
-    assert pipelined.daemon.frames == sequential.daemon.frames == stack_video.frames
+    assert sequential.daemon.frames == stack_video.frames
+    assert pipelined.daemon.frames == stack_video.frames
     confirmed = [event[1] for event in decisions(sequential) if event[0] == "confirmed"]
     assert confirmed == [segment.card_id for segment in stack_video.segments]
     assert decisions(pipelined) == decisions(sequential)
@@ -68,7 +73,7 @@ def test_pipelined_stop_publishes_frames_in_flight(small_video, loader, tmp_path
     assert re.search(r"recognition stream \(onnx\) stopped after \d+ frames \(0 in flight dropped\)", caplog.text)
 
 
-def test_pipelined_frame_error_logged_with_frame_id(small_video, loader, tmp_path, caplog):
+def test_pipelined_error_logs_frame_id(small_video, loader, tmp_path, caplog):
     calls = []
 
     def load():
@@ -97,11 +102,13 @@ def test_pipelined_frame_error_logged_with_frame_id(small_video, loader, tmp_pat
     assert daemon.errors_in_row == 0
     logged = re.findall(r"frame (\d+): recognition failed \(1 in a row\), frame skipped: RuntimeError: detection "
                         r"failed on purpose", caplog.text)
-    assert logged == ["6"], caplog.text  # the 7th frame read; one detection worker takes frames in order
+
+    # Frame ids start at 0, so "6" is the 7th frame read. The single detection worker takes frames in order.
+    assert logged == ["6"], caplog.text
 
 
 class CountingNotifier:
-    """Stands in for the systemd notifier; counts the watchdog pings."""
+    """Fake systemd notifier that counts the watchdog pings."""
 
     def __init__(self):
         self.pings = 0
@@ -137,7 +144,7 @@ def test_watchdog_stops_when_recognition_hangs(small_video, loader, tmp_path, ca
                                  recognition="pipelined")
     running = soak.RunningDaemon(config, load)
     daemon = running.daemon
-    daemon.watchdog = Watchdog(notifier, timeout=0.4)  # a ping at most every 0.1 s
+    daemon.watchdog = Watchdog(notifier, timeout=0.4)  # pings at most every timeout / 4 = 0.1 s
     try:
         running.start()
         assert running.wait_until(lambda: daemon.frames >= 5, timeout=60)
