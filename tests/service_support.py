@@ -50,6 +50,17 @@ def write_video(path: Path, frames: int, fps: float = 30.0, size: tuple[int, int
     return path
 
 
+def damaged_bytes(kind: str) -> bytes:
+    """Return the content of a damaged file: 20 kB of "noise", or a real JPEG cut at "half" or after its "header"."""
+    rng = np.random.default_rng(0)
+    if kind == "noise":
+        return rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    picture = cv2.GaussianBlur(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), (9, 9), 0)
+    jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+    cuts = {"half": len(jpeg) // 2, "header": jpeg.index(b"\xff\xda")}  # FF DA starts the compressed data
+    return jpeg[: cuts[kind]]
+
+
 def corrupt_video_frame(path: Path, index: int) -> None:
     """Overwrite frame `index` of an MJPG .avi with random bytes, keeping the container intact."""
     data = bytearray(path.read_bytes())

@@ -14,7 +14,7 @@ from pokedge.capture.opencv import OpenCVCameraSource, VideoFileSource
 from pokedge.capture.pacing import Pacer
 from pokedge.capture.sources import SourceSpec, build_source, parse_source_spec
 from pokedge.errors import InputError
-from service_support import corrupt_video_frame, frame_index, numbered_frame, write_video
+from service_support import corrupt_video_frame, damaged_bytes, frame_index, numbered_frame, write_video
 
 
 def read_all(source, timeout: float = 1.0) -> tuple[list, int]:
@@ -279,8 +279,10 @@ def test_check_frame_rejects_size_change():
 
 
 def test_build_source_kinds(tmp_path):
-    (tmp_path / "v.avi").write_bytes(b"")
+    write_video(tmp_path / "v.avi", 3)
+    cv2.imwrite(str(tmp_path / "still.jpg"), numbered_frame(0))
     assert isinstance(build_source(parse_source_spec(f"file:{tmp_path}/v.avi")), VideoFileSource)
+    assert isinstance(build_source(parse_source_spec(f"file:{tmp_path}/still.jpg")), VideoFileSource)
     assert isinstance(build_source(parse_source_spec(f"dir:{tmp_path}")), FolderSource)
     assert isinstance(build_source(parse_source_spec("opencv:0")), OpenCVCameraSource)
 
@@ -295,3 +297,31 @@ def test_build_source_rejects_invalid_paths(tmp_path, spec, message):
     (tmp_path / "v.avi").write_bytes(b"")
     with pytest.raises(InputError, match=message):
         build_source(parse_source_spec(spec.format(tmp=tmp_path)))
+
+
+def damaged_content(folder, kind: str) -> bytes:
+    """Return a damaged file's content: empty, an MJPG .avi cut after 3000 bytes, or one of damaged_bytes."""
+    if kind == "empty":
+        return b""
+    if kind == "video_header":
+        return write_video(folder / "whole.avi", 10).read_bytes()[:3000]
+    return damaged_bytes(kind)
+
+
+@pytest.mark.parametrize("name, kind, fragment", [
+    ("noise.jpg", "noise", "cannot be decoded as an image or video"),
+    ("noise.avi", "noise", "cannot be decoded as an image or video"),
+    ("header_only.jpg", "header", "cannot be decoded as an image or video"),
+    ("half.jpg", "half", "JPEG data is truncated"),
+    ("empty.avi", "empty", "cannot be decoded as an image or video"),
+    ("header_only.avi", "video_header", "cannot be decoded as an image or video"),
+])
+def test_build_source_rejects_damaged_file(tmp_path, name, kind, fragment):
+    path = tmp_path / name
+    path.write_bytes(damaged_content(tmp_path, kind))
+
+    with pytest.raises(InputError) as error:
+        build_source(parse_source_spec(f"file:{path}"))
+
+    assert fragment in str(error.value)
+    assert f"source file:{path}" in str(error.value)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from pokedge.capture.base import EndOfStream, Frame, SourceHealth, SourceUnavailable
+from pokedge.capture.base import EndOfStream, Frame, SourceHealth, SourceUnavailable, SourceUnusable
 from pokedge.capture.opencv import VideoFileSource
 from pokedge.capture.picamera2 import Picamera2Options, Picamera2Source
 from pokedge.capture.supervisor import Backoff, SupervisedSource
@@ -109,6 +110,23 @@ def test_absent_at_start_keeps_retrying(fake_camera):
     assert source.state == "ok"
     assert source.health().detail == ""
     source.close()
+
+
+def test_missing_picamera2_not_retried(monkeypatch):
+    # A None entry makes `import picamera2` raise ImportError, as on a machine without the package.
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    source = SupervisedSource(camera_source(), backoff=FAST)
+
+    started = time.monotonic()
+    with pytest.raises(SourceUnusable, match="python3-picamera2"):
+        source.open()
+    with pytest.raises(SourceUnusable, match="--system-site-packages"):
+        source.read(5.0)
+
+    assert time.monotonic() - started < 1.0
+    assert source.failed_opens == 2
+    assert source.state == "closed"
+    assert "opencv:N" in source.last_error
 
 
 def test_busy_camera_reported(fake_camera):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from pokedge import cli
-from service_support import REPO, small_video, stack_video  # noqa: F401 - pytest fixtures
+from service_support import REPO, damaged_bytes, small_video, stack_video  # noqa: F401 - pytest fixtures
 
 
 class NotifyListener:
@@ -173,3 +174,56 @@ def test_scan_camera_and_images_exclusive(tmp_path, capsys):
 def test_scan_camera_bad_source(spec, capsys):
     assert cli.main(["scan", "--camera", spec]) == 1
     assert "unknown source" in capsys.readouterr().err
+
+
+PICAMERA2_INSTALLED = importlib.util.find_spec("picamera2") is not None
+
+
+def run_pokedge(*args: str, tiny_contract, tiny_gallery, data_dir) -> tuple[subprocess.CompletedProcess, float]:
+    """Run pokedge with the tiny model in a child process and return the result and its duration in seconds."""
+    env = {key: value for key, value in os.environ.items() if key not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    command = [sys.executable, "-m", "pokedge", *args, "--model", str(tiny_contract), "--gallery", str(tiny_gallery),
+               "--backend", "onnx", "--threads", "1", "--data-dir", str(data_dir)]
+    started = time.monotonic()
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    return result, time.monotonic() - started
+
+
+@pytest.mark.skipif(PICAMERA2_INSTALLED, reason="picamera2 is installed here, so it cannot be missing")
+@pytest.mark.parametrize("command", [("scan", "--camera", "--timeout", "20"),
+                                     ("serve", "--source", "picamera2", "--http", "127.0.0.1:{port}")])
+def test_missing_picamera2_fails_at_once(command, tiny_contract, tiny_gallery, tmp_path):
+    args = [arg.format(port=free_port()) for arg in command]
+    result, seconds = run_pokedge(*args, tiny_contract=tiny_contract, tiny_gallery=tiny_gallery,
+                                  data_dir=tmp_path / "data")
+
+    assert result.returncode == 1, result.stderr
+    assert seconds < 10.0, f"{command[0]} took {seconds:.1f} s to report the missing package"
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if f"pokedge {command[0]}: error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert "picamera2 is not installed" in errors[0]
+    assert "sudo apt install python3-picamera2" in errors[0]
+    assert "--system-site-packages" in errors[0]
+    assert "opencv:N" in errors[0]
+    assert "--image" in errors[0]
+
+
+@pytest.mark.parametrize("name, kind, fragment", [
+    ("noise.jpg", "noise", "cannot be decoded as an image or video"),
+    ("half.jpg", "half", "JPEG data is truncated"),
+    ("header_only.jpg", "header", "cannot be decoded as an image or video"),
+])
+def test_serve_rejects_damaged_file(name, kind, fragment, tiny_contract, tiny_gallery, tmp_path):
+    path = tmp_path / name
+    path.write_bytes(damaged_bytes(kind))
+
+    result, _ = run_pokedge("serve", "--source", f"file:{path}", "--http", f"127.0.0.1:{free_port()}",
+                            tiny_contract=tiny_contract, tiny_gallery=tiny_gallery, data_dir=tmp_path / "data")
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"pokedge serve: error: source file:{path}: ")
+    assert fragment in errors[0]

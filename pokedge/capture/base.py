@@ -6,6 +6,7 @@ returns within about `timeout` seconds or raises one of four errors.
 CaptureTimeout means a stall, and CorruptFrame a frame that arrived but
 cannot be used (the caller skips it). EndOfStream means a file or folder has
 no more frames, and SourceUnavailable that the device is absent, busy or gone.
+Its subclass SourceUnusable, raised by `open`, means retrying cannot help.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ class CaptureError(PokedgeError):
 
 class SourceUnavailable(CaptureError):
     """The device or file cannot be opened or stopped delivering (absent, busy, unplugged)."""
+
+
+class SourceUnusable(SourceUnavailable):
+    """The source cannot work on this machine until the user acts (a missing driver package), so no reopen is tried."""
 
 
 class CaptureTimeout(CaptureError):

@@ -32,6 +32,15 @@ MAX_FPS = 240.0
 END_AFTER_FAILURES = 8
 
 
+def decodes_a_frame(path: Path | str) -> bool:
+    """Open `path` with OpenCV and return whether one of its first END_AFTER_FAILURES frames decodes."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.isOpened() and any(capture.read()[0] for _ in range(END_AFTER_FAILURES))
+    finally:
+        capture.release()
+
+
 class VideoFileSource:
     """A video file read with OpenCV, paced at its native frame rate unless `realtime` is False."""
 

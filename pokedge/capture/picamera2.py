@@ -21,12 +21,14 @@ import cv2
 import numpy as np
 
 from pokedge.capture.base import (CaptureTimeout, CorruptFrame, Frame, SourceHealth, SourceUnavailable,
-                                  check_frame, now)
+                                  SourceUnusable, check_frame, now)
 
 _log = logging.getLogger(__name__)
 
 INSTALL_FIX = ("install it with 'sudo apt install python3-picamera2' and create the venv with "
                "--system-site-packages (scripts/install.sh does both)")
+OTHER_SOURCES = ("Without a Pi camera, read a USB webcam with 'pokedge serve --source opencv:N' or "
+                 "'pokedge scan --camera opencv:N', or scan photos with 'pokedge scan --image PATH'")
 
 # How to turn each stream format into a BGR uint8 [H, W, 3] frame; memory orders as in the module docstring.
 _TO_BGR: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -223,7 +225,9 @@ def _import_picamera2():
     try:
         import picamera2
     except ImportError as exc:
-        raise SourceUnavailable(f"picamera2 is not installed ({exc}); {INSTALL_FIX}") from exc
+        # A missing package does not appear while pokedge runs, so the supervisor does not retry this error.
+        raise SourceUnusable(f"picamera2 is not installed ({exc}); on a Raspberry Pi {INSTALL_FIX}. "
+                             f"{OTHER_SOURCES}") from exc
     return picamera2
 
 

@@ -89,7 +89,7 @@ def build_source(spec: SourceSpec, *, loop: bool = False, realtime: bool = True,
 
 
 def _check_recording(spec: SourceSpec) -> None:
-    """Raise InputError for a file or folder source whose path is missing or of the other kind.
+    """Raise InputError for a file or folder source whose path is missing or of the other kind, or a damaged file.
 
     A camera may appear later, so only paths are checked before the source opens.
     """
@@ -100,3 +100,27 @@ def _check_recording(spec: SourceSpec) -> None:
         raise InputError(f"source {spec}: {path} is a folder; use dir:{path} for a folder of images")
     if spec.kind == "dir" and not path.is_dir():
         raise InputError(f"source {spec}: {path} is not a folder; use file:{path} for a video file")
+    if spec.kind == "file":
+        _check_decodable(spec, path)
+
+
+def _check_decodable(spec: SourceSpec, path: Path) -> None:
+    """Raise InputError for a file source that OpenCV cannot decode, or for a damaged still image.
+
+    OpenCV opens some damaged files as videos without frames, so the source would end at once without an error.
+    It cannot open others, and the supervisor would keep reopening those.
+    """
+    from pokedge.capture.folder import IMAGE_SUFFIXES
+    from pokedge.capture.image import read_image
+    from pokedge.capture.opencv import decodes_a_frame
+
+    if not decodes_a_frame(path):
+        raise InputError(f"source {spec}: {path} cannot be decoded as an image or video (the file is damaged, "
+                         f"truncated or in a format OpenCV does not read); copy the file again, or convert it "
+                         f"to MJPG in .avi or H.264 in .mp4")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        # OpenCV's FFmpeg backend decodes a truncated JPEG into a frame whose missing part is black.
+        try:
+            read_image(path)
+        except InputError as exc:
+            raise InputError(f"source {spec}: {exc}") from None

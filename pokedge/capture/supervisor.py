@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from pokedge.capture.base import (CaptureError, CaptureTimeout, CorruptFrame, EndOfStream, Frame, FrameSource,
-                                  SourceHealth, now)
+                                  SourceHealth, SourceUnusable, now)
 from pokedge.service.ratelimit import RateLimitedLog
 
 _log = logging.getLogger(__name__)
@@ -39,7 +39,9 @@ class SupervisedSource:
     time (the source is down, reopening, stalled, or the frame was corrupt).
     It raises EndOfStream once a file or folder source has ended. The source
     is reopened after `stall_reads` timeouts in a row or after any other
-    capture error, with `backoff` between failed attempts.
+    capture error, with `backoff` between failed attempts. `open` and `read`
+    raise SourceUnusable when the source cannot work until the user acts
+    (picamera2 not installed) instead of retrying it.
     Call `read`, `open` and `close` from one thread (the frame loop); `health`
     may be called from any thread.
     """
@@ -139,6 +141,9 @@ class SupervisedSource:
     def _try_open(self) -> bool:
         try:
             self.source.open()
+        except SourceUnusable as exc:
+            self._on_unusable(exc)
+            raise
         except Exception as exc:  # SourceUnavailable normally; any driver error counts as a failed attempt
             self.failed_opens += 1
             self._attempt += 1
@@ -163,6 +168,12 @@ class SupervisedSource:
         if self._state != "ok":
             self._set_state("ok" if self._down_since is None else "degraded", "opened, waiting for frames")
         return True
+
+    def _on_unusable(self, exc: SourceUnusable) -> None:
+        self.failed_opens += 1
+        self.last_error = str(exc)
+        self._close_quietly()
+        self._set_state("closed", f"cannot open: {exc}")
 
     def _restart(self, reason: str) -> None:
         """Close the source after a fault; the next read reopens it at once, later attempts back off."""

@@ -118,10 +118,10 @@ def _scan_camera(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {args.top_k}")
     spec = parse_source_spec(args.camera)
+    source = SupervisedSource(build_source(spec))  # a missing or damaged file fails here, before the model loads
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
     recognizer = open_recognizer(sources, args.backend, threads=args.threads, top_k=args.top_k,
                                  keep_crops=args.save_crops is not None)
-    source = SupervisedSource(build_source(spec))
     try:
         source.open()
         shot = wait_for_card(recognizer, source, args.timeout)
