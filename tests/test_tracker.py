@@ -234,6 +234,32 @@ def test_next_card_on_the_same_spot():
     assert len(clock.tracker.tracks) == 1
 
 
+def test_unknown_card_replaces_confirmed():
+    clock = make(confirm_frames=3, unknown_frames=6)
+    for _ in range(5):
+        clock.step(card("base1-4"))
+    for _ in range(8):
+        clock.step(card("swsh4-1", score=0.4))
+
+    assert clock.kinds() == [(CONFIRMED, "base1-4"), (LEFT, "base1-4"), (UNKNOWN_CARD, "swsh4-1")]
+    assert clock.events[0].track_id != clock.events[2].track_id
+    assert clock.tracker.state == UNKNOWN_CARD
+
+
+def test_confirmed_survives_few_bad_frames():
+    clock = make(confirm_frames=3, unknown_frames=6)
+    for _ in range(5):
+        clock.step(card("base1-4"))
+    for _ in range(5):
+        clock.step(card("swsh4-1", score=0.4))
+    clock.step(card("base1-4"))
+    for _ in range(5):
+        clock.step(card("swsh4-1", score=0.4))
+
+    assert clock.kinds() == [(CONFIRMED, "base1-4")]
+    assert clock.tracker.state == CONFIRMED
+
+
 def test_fast_moving_confirmed_card_followed_by_id():
     clock = make(confirm_frames=3, leave_frames=4)
     for _ in range(4):

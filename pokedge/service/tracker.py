@@ -23,7 +23,10 @@ after it has left (unseen for `leave_frames` frames) and come back. An
 unknown or low-confidence card may still confirm later (the first frames
 were blurred), which emits the confirmation too. If a confirmed track starts
 agreeing on another card (the next card of a stack laid on the same spot),
-the old card leaves and a new track confirms the new one.
+the old card leaves and a new track confirms the new one. If instead it lies
+still for `unknown_frames` frames without the confirmed card among its top-1
+guesses (an unknown card laid on the same spot), the old card leaves and the
+new one is reported unknown or low confidence.
 """
 
 from __future__ import annotations
@@ -236,9 +239,26 @@ class CardTracker:
         agreed = self._agreed_card(track)
         if agreed is not None:
             return self._confirm(track, agreed, frame, timestamp)
+        if track.state == CONFIRMED and self._replaced(track):
+            return self._replace_with_unknown(track, frame, timestamp)
         if track.state == STABILIZING and track.still_frames >= self.config.unknown_frames:
             return self._report_unknown(track, frame, timestamp)
         return []
+
+    def _replaced(self, track: Track) -> bool:
+        """Return True when a confirmed track has lain still for `unknown_frames` frames showing other cards."""
+        n = self.config.unknown_frames
+        if track.still_frames < n or len(track.history) < n:
+            return False
+        return all(obs.card_id != track.card_id for obs in list(track.history)[-n:])
+
+    def _replace_with_unknown(self, track: Track, frame: int, timestamp: float) -> list[TrackEvent]:
+        """End the confirmed card's track and report the card now lying in its place as unknown."""
+        left = self._leave(track, frame, timestamp)
+        _log.debug("track %d: %s replaced by a card that does not confirm at frame %d", track.track_id,
+                   track.card_id, frame)
+        successor = self._continue_as_new(track, frame)
+        return [left, *self._report_unknown(successor, frame, timestamp)]
 
     def _observe(self, track: Track, card: CardResult, frame: int, timestamp: float, settled: bool) -> None:
         if settled:
@@ -318,7 +338,7 @@ class CardTracker:
         return True
 
     def _continue_as_new(self, old: Track, frame: int) -> Track:
-        """Start a track that keeps the old track's last K frames, which agree on the new card."""
+        """Start a track that keeps the old track's last K frames, which show the card now lying there."""
         track = self._start(old.quad, frame, old.history[-self.config.confirm_frames].timestamp)
         for obs in list(old.history)[-self.config.confirm_frames:]:
             track.history.append(obs)
