@@ -123,6 +123,9 @@ def decide(hits: list[Hit], gallery: Gallery, thresholds: Thresholds, same_art_d
         if gallery.cards[hit.card_id].name == top_name and top.score - hit.score <= same_art_delta
     ]
     same_art = list(dict.fromkeys([*close, *gallery.same_art.get(top.card_id, ())]))
+
+    # NOTE: sharp and blurred crops share one threshold pair, because in synthetic scenes with motion blur,
+    # cards missing from the gallery reach the top-1 scores and margins of known cards.
     if top.score >= thresholds.match_score and margin >= thresholds.match_margin:
         return Decision(MATCH, hits, margin, same_art)
     return Decision(UNKNOWN, hits, margin, same_art)
