@@ -29,7 +29,7 @@ class SourceUnavailable(CaptureError):
 
 
 class SourceUnusable(SourceUnavailable):
-    """The source cannot work on this machine until the user acts (a missing driver package), so no reopen is tried."""
+    """A source that cannot work on this machine until the user acts (a missing driver package), so it is not reopened."""
 
 
 class CaptureTimeout(CaptureError):

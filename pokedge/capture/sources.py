@@ -89,7 +89,7 @@ def build_source(spec: SourceSpec, *, loop: bool = False, realtime: bool = True,
 
 
 def _check_recording(spec: SourceSpec) -> None:
-    """Raise InputError for a file or folder source whose path is missing or of the other kind, or a damaged file.
+    """Raise InputError for a file or folder source whose path is missing or of the other kind, or whose file is damaged.
 
     A camera may appear later, so only paths are checked before the source opens.
     """

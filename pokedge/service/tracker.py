@@ -246,17 +246,18 @@ class CardTracker:
         return []
 
     def _replaced(self, track: Track) -> bool:
-        """Return True when a confirmed track has lain still for `unknown_frames` frames showing other cards."""
-        n = self.config.unknown_frames
-        if track.still_frames < n or len(track.history) < n:
+        """Return whether a confirmed track has lain still for `unknown_frames` frames whose top-1 is another card."""
+        frames = self.config.unknown_frames
+        if track.still_frames < frames or len(track.history) < frames:
             return False
-        return all(obs.card_id != track.card_id for obs in list(track.history)[-n:])
+        return all(obs.card_id != track.card_id for obs in list(track.history)[-frames:])
 
     def _replace_with_unknown(self, track: Track, frame: int, timestamp: float) -> list[TrackEvent]:
-        """End the confirmed card's track and report the card now lying in its place as unknown."""
+        """End the confirmed card's track and report the card now in its place as unknown or low confidence."""
         left = self._leave(track, frame, timestamp)
         _log.debug("track %d: %s replaced by a card that does not confirm at frame %d", track.track_id,
                    track.card_id, frame)
+
         successor = self._continue_as_new(track, frame)
         return [left, *self._report_unknown(successor, frame, timestamp)]
 
