@@ -23,7 +23,7 @@ after it has left (unseen for `leave_frames` frames) and come back. An
 unknown or low-confidence card may still confirm later (the first frames
 were blurred), which emits the confirmation too. If a confirmed track starts
 agreeing on another card (the next card of a stack laid on the same spot),
-the old card leaves and a new track confirms the new one. If instead it lies
+the old card leaves and a new track confirms the new one. If instead the track lies
 still for `unknown_frames` frames without the confirmed card among its top-1
 guesses (an unknown card laid on the same spot), the old card leaves and the
 new one is reported unknown or low confidence.
