@@ -72,3 +72,22 @@ def test_card_cut_off_by_frame_edge(recognizer, shared_data):
 
     assert [card.card_id for card in matches] == ["swsh4-145"]
     assert matches[0].quad[:, 1].max() > frame.shape[0], "the quad should reach past the frame's bottom edge"
+
+
+def test_printed_number_picks_base_set(recognizer, shared_data):
+    # An unlimited Base Set Blastoise, "2/102". The Base Set reference is a 1st Edition scan, so the
+    # embedding alone puts the Base Set 2 reprint (2/130, same art) first.
+    frame = cv2.imread(str(shared_data / "photos" / "jd_blastoise_1st_scan.jpg"))
+    cards = recognizer.recognize(frame).cards
+
+    assert [(card.status, card.card_id, card.printed_number) for card in cards] == [("match", "base1-2", "2/102")]
+    assert "base4-2" in cards[0].same_art
+
+
+def test_missing_reprint_is_unknown(recognizer, shared_data):
+    # The Paldean Fates Charmander (007/091) reprints the 151 Charmander (004/165), art and text alike.
+    frame = cv2.imread(str(shared_data / "photos" / "ts_charmander_paf.jpg"))
+    cards = recognizer.recognize(frame).cards
+
+    assert [(card.status, card.printed_number) for card in cards] == [("unknown", "007/091")]
+    assert cards[0].hits[0].card_id == "sv3pt5-4"

@@ -122,6 +122,7 @@ class BenchContext:
 
     def recognizer(self, backend: str = FP32, threads: int | None = None,
                    index: IndexSpec | str | None = None) -> Recognizer:
+        # NOTE: without the printed-number check; `pokedge eval` and `pokedge scan` report its "number" stage ms.
         return Recognizer(self.backend(backend, threads), self.gallery, self.thresholds, detector=self.detector,
                           index=self.index(index))
 

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                        help="extra rows per card from synthetic camera views of its scan (default 0)")
     build.add_argument("--view-seed", type=int, default=0, help="seed of the synthetic views (default 0)")
     build.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
+    build.add_argument("--no-totals", action="store_true",
+                       help="skip reading the printed set totals from the scans (OCR of up to 24 scans a set)")
     build.set_defaults(func=run_build)
 
     info = actions.add_parser("info", help="validate a gallery folder and print its summary")
@@ -47,7 +49,7 @@ def run_build(args: argparse.Namespace) -> int:
     backend = OnnxBackend(load_contract(args.model), threads=args.threads)
     try:
         build_gallery(rows, backend, args.out, resume=not args.no_resume, progress=Progress("embedding scans"),
-                      views=args.views, view_seed=args.view_seed)
+                      views=args.views, view_seed=args.view_seed, read_totals=not args.no_totals)
     finally:
         backend.close()
     print(f"gallery written to {args.out}: {len(rows)} scans, model {backend.contract.model_id}")

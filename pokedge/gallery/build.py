@@ -27,6 +27,7 @@ import numpy as np
 from pokedge.backends.base import Backend
 from pokedge.capture.image import read_image
 from pokedge.errors import GalleryError, InputError
+from pokedge.gallery.printed_totals import write_printed_totals
 from pokedge.gallery.same_art import write_same_art
 from pokedge.gallery.store import CardInfo, save_gallery
 from pokedge.preprocess import prepare_batch
@@ -84,9 +85,27 @@ def _resolve_image(value: str, csv_path: Path, scans_dir: Path | None) -> Path |
     return None
 
 
+def _write_totals(out_dir: Path, rows: list[ScanRow], read_totals: bool) -> None:
+    from pokedge.ocr import OCR_DIR, TextReader
+
+    (out_dir / "printed_totals.json").unlink(missing_ok=True)
+    if not read_totals:
+        return
+    if not TextReader.available():
+        _log.warning("OCR models not found in %s: no printed totals; the number check will trust numbers alone",
+                     OCR_DIR)
+        return
+    write_printed_totals(out_dir, rows, TextReader())
+
+
 def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: bool = True,
-                  progress: Callable[[int, int], None] | None = None, views: int = 0, view_seed: int = 0) -> Path:
-    """Embed every scan (and `views` synthetic camera views of it) with `backend`; write the gallery folder."""
+                  progress: Callable[[int, int], None] | None = None, views: int = 0, view_seed: int = 0,
+                  read_totals: bool = True) -> Path:
+    """Embed every scan (and `views` synthetic camera views of it) with `backend`; write the gallery folder.
+
+    With `read_totals` and the OCR models present, the printed set totals
+    are read from a sample of the scans as well (printed_totals.json).
+    """
     out_dir = Path(out_dir)
     work = out_dir / ".build"
     key = _build_key(rows, backend, views, view_seed)
@@ -113,6 +132,7 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
     extra = {**_producer_facts(backend), "views_per_card": views, "view_seed": view_seed}
     save_gallery(out_dir, embeddings, card_ids, cards, producer=backend.contract.model_id, extra=extra)
     write_same_art(out_dir, rows)
+    _write_totals(out_dir, rows, read_totals)
     shutil.rmtree(work, ignore_errors=True)
     _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(card_ids), len(cards))
     return out_dir

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from pokedge.errors import GalleryError
+from pokedge.gallery.sidecar import REBUILD, read_sidecar
 
 if TYPE_CHECKING:
     from pokedge.gallery.build import ScanRow
@@ -167,18 +168,11 @@ def load_same_art(gallery_dir: Path, card_ids: Iterable[str]) -> dict[str, tuple
     contain are dropped with a warning, so a trimmed gallery still loads.
     """
     path = Path(gallery_dir) / FILENAME
-    if not path.is_file():
+    groups = read_sidecar(path, SCHEMA, "groups", list)
+    if groups is None:
         return {}
-
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GalleryError(f"{path} is not valid JSON: {exc}; rebuild it with 'pokedge gallery build'") from None
-    groups = document.get("groups") if isinstance(document, dict) else None
-    if document.get("schema") != SCHEMA or not isinstance(groups, list) or \
-            not all(isinstance(g, list) and all(isinstance(i, str) for i in g) for g in groups):
-        raise GalleryError(f"{path}: expected schema {SCHEMA!r} with 'groups', lists of card ids; "
-                           f"rebuild it with 'pokedge gallery build'")
+    if not all(isinstance(g, list) and all(isinstance(i, str) for i in g) for g in groups):
+        raise GalleryError(f"{path}: 'groups' must be lists of card ids; {REBUILD}")
 
     known = set(card_ids)
     others: dict[str, tuple[str, ...]] = {}

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pokedge.errors import GalleryError
+from pokedge.gallery.printed_totals import load_printed_totals
 from pokedge.gallery.same_art import load_same_art
 
 _log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class Gallery:
     row_file: RowFile | None = field(default=None, repr=False)  # set when `embeddings` maps a file
     # card_id -> the other prints that share its artwork (same_art.json; empty without it)
     same_art: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # set_id -> the total printed after the collector number (printed_totals.json; empty without it)
+    printed_totals: Mapping[str, int] = field(default_factory=dict)
 
     def rows(self, numbers: np.ndarray) -> np.ndarray:
         """Return the embedding rows at `numbers` (row numbers of any shape) as float32 [*numbers.shape, D].
@@ -259,7 +262,8 @@ def load_gallery(path: Path | str, mmap: bool = True) -> Gallery:
                   path, duplicates, len(card_ids), len(set(card_ids)))
 
     same_art = load_same_art(path, cards)
-    return Gallery(embeddings, card_ids, cards, manifest, path, duplicates, digest, row_file, same_art)
+    totals = load_printed_totals(path)
+    return Gallery(embeddings, card_ids, cards, manifest, path, duplicates, digest, row_file, same_art, totals)
 
 
 def embeddings_digest(embeddings: np.ndarray) -> str:

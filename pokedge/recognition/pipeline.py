@@ -15,10 +15,11 @@ from pokedge.gallery.index import GalleryIndex, Hit
 from pokedge.gallery.store import Gallery
 from pokedge.preprocess import prepare_batch
 from pokedge.recognition.decision import MATCH, NOT_A_CARD, Decision, Thresholds, decide
+from pokedge.recognition.printed_number import NumberCheck, PrintedNumber
 
 _log = logging.getLogger(__name__)
 
-STAGES = ("detect", "preprocess", "embed", "search")
+STAGES = ("detect", "preprocess", "embed", "search", "number")  # "number" only with a NumberCheck
 
 
 @dataclass
@@ -37,6 +38,7 @@ class CardResult:
     blur: float
     glare: float
     crop: np.ndarray | None = None  # the warped BGR card, kept only when asked
+    printed_number: str | None = None  # the collector number read from the card, as "2/102"
 
     @property
     def card_id(self) -> str | None:
@@ -63,7 +65,8 @@ class Recognizer:
 
     def __init__(self, backend: Backend, gallery: Gallery, thresholds: Thresholds,
                  detector: CardDetector | None = None, index: GalleryIndex | None = None,
-                 top_k: int = 5, max_quads_per_card: int = 3, keep_crops: bool = False):
+                 top_k: int = 5, max_quads_per_card: int = 3, keep_crops: bool = False,
+                 number_check: NumberCheck | None = None):
         self.backend = backend
         self.gallery = gallery
         self.thresholds = thresholds
@@ -72,6 +75,7 @@ class Recognizer:
         self.top_k = top_k
         self.max_quads_per_card = max_quads_per_card
         self.keep_crops = keep_crops
+        self.number_check = number_check
 
     def recognize(self, frame: np.ndarray) -> FrameResult:
         """Find, embed and identify every card in a BGR frame.
@@ -96,7 +100,7 @@ class Recognizer:
             crops += second
             hits += self._embed_and_search(second, timings)
 
-        cards, rejected = self.choose(detections, crops, hits)
+        cards, rejected = self.choose(detections, crops, hits, frame, timings)
         return FrameResult(cards, timings, rejected)
 
     def _embed_and_search(self, crops: list["_Crop"], timings: dict[str, float]) -> list[list[Hit]]:
@@ -164,9 +168,16 @@ class Recognizer:
                 best[crop.detection_index] = (crop, crop_hits)
         return best
 
-    def choose(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> tuple[list[CardResult], int]:
-        """Keep, per detection, the quad and orientation whose top-1 score is highest, and decide on it."""
+    def choose(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]],
+               frame: np.ndarray | None = None, timings: dict[str, float] | None = None) -> tuple[list[CardResult], int]:
+        """Keep, per detection, the quad and orientation whose top-1 score is highest, and decide on it.
+
+        Given the frame, a matched card also gets the printed-number check
+        (when the recognizer has one), timed as the "number" stage.
+        """
         best = self._best(crops, hits)
+        if self.number_check is not None and frame is not None and timings is not None:
+            timings.setdefault("number", 0.0)
 
         cards: list[CardResult] = []
         rejected = 0
@@ -178,10 +189,22 @@ class Recognizer:
             if decision.status == NOT_A_CARD:
                 rejected += 1
                 continue
-            cards.append(self._card_result(detection, crop, decision))
+            decision, printed = self._check_number(decision, frame, crop, timings)
+            cards.append(self._card_result(detection, crop, decision, printed))
         return _drop_overlaps(cards), rejected
 
-    def _card_result(self, detection: Detection, crop: _Crop, decision: Decision) -> CardResult:
+    def _check_number(self, decision: Decision, frame: np.ndarray | None, crop: "_Crop",
+                      timings: dict[str, float] | None) -> tuple[Decision, PrintedNumber | None]:
+        if self.number_check is None or frame is None or decision.status != MATCH:
+            return decision, None
+        clock = time.perf_counter()
+        checked = self.number_check.apply(decision, frame, crop.quad)
+        if timings is not None:
+            add_stage_ms(timings, "number", clock)
+        return checked
+
+    def _card_result(self, detection: Detection, crop: _Crop, decision: Decision,
+                     printed: PrintedNumber | None = None) -> CardResult:
         top = decision.hits[0]
         return CardResult(
             quad=crop.quad,
@@ -196,6 +219,7 @@ class Recognizer:
             blur=round(geometry.blur_score(crop.image), 1),
             glare=round(geometry.glare_fraction(crop.image), 4),
             crop=crop.image if self.keep_crops else None,
+            printed_number=str(printed) if printed else None,
         )
 
 

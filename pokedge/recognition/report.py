@@ -38,6 +38,7 @@ def card_dict(card: CardResult, gallery: Gallery) -> dict[str, Any]:
         "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in card.quad],
         "alternatives": [hit_dict(h, gallery) for h in card.hits],
         "same_art": card.same_art if matched else [],
+        "printed_number": card.printed_number,
         "upside_down": card.upside_down,
         "blur": card.blur,
         "glare": card.glare,
@@ -80,9 +81,13 @@ def _card_line(n: int, card: dict[str, Any]) -> str:
     if card["status"] == MATCH:
         line = (f"#{n} match {card['card_id']:<14} {card['name']} - {card['set_name'] or card['set_id']} "
                 f"#{card['number']}  score {card['score']:.3f}  {where}")
+        if card["printed_number"]:
+            line += f"  printed {card['printed_number']}"
         if card["same_art"]:
             line += f"  (same art: {', '.join(card['same_art'])})"
         return line
     guess = card["alternatives"][0] if card["alternatives"] else None
     hint = f"closest {guess['card_id']} {guess['name']} {guess['score']:.3f}" if guess else "no close card"
+    if card["printed_number"]:
+        hint = f"printed {card['printed_number']}, not in the gallery; {hint}"
     return f"#{n} unknown card ({hint})  {where}"

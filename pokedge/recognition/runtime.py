@@ -12,7 +12,9 @@ from pokedge.contract import ModelContract, load_contract
 from pokedge.errors import GalleryError
 from pokedge.gallery.store import Gallery, check_compatible, load_gallery
 from pokedge.recognition.decision import load_thresholds
+from pokedge.ocr import OCR_DIR, TextReader
 from pokedge.recognition.pipeline import Recognizer
+from pokedge.recognition.printed_number import NumberCheck
 
 _log = logging.getLogger(__name__)
 
@@ -56,8 +58,12 @@ def _active_version(data_dir: Path | None) -> RuntimeSources | None:
 
 
 def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int | None = None,
-                    top_k: int = 5, keep_crops: bool = False) -> Recognizer:
-    """Load the contract, backend, gallery and thresholds, checking that they belong together."""
+                    top_k: int = 5, keep_crops: bool = False, read_numbers: bool = True) -> Recognizer:
+    """Load the contract, backend, gallery and thresholds, checking that they belong together.
+
+    With `read_numbers` and the OCR models present, matched cards also get
+    the printed-number check (pokedge.recognition.printed_number).
+    """
     onnx_contract = load_contract(sources.onnx_contract)
     hef_contract = load_contract(sources.hef_contract) if sources.hef_contract else None
     engine = open_backend(backend, onnx_contract, hef_contract, threads=threads)
@@ -73,7 +79,16 @@ def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int
 
     _log.info("recognizer ready: backend %s, model %s, gallery %s (%d rows, %d cards, version %s)",
               engine.name, engine.contract.model_id, gallery_dir, len(gallery), len(gallery.cards), sources.version)
-    return Recognizer(engine, gallery, thresholds, top_k=top_k, keep_crops=keep_crops)
+    number_check = _number_check(gallery) if read_numbers else None
+    return Recognizer(engine, gallery, thresholds, top_k=top_k, keep_crops=keep_crops, number_check=number_check)
+
+
+def _number_check(gallery: Gallery) -> NumberCheck | None:
+    if not TextReader.available():
+        _log.warning("OCR models not found in %s: printed numbers are not read", OCR_DIR)
+        return None
+    _log.info("printed-number check on, with the totals of %d sets", len(gallery.printed_totals))
+    return NumberCheck(TextReader(), gallery, gallery.printed_totals)
 
 
 def _gallery_for(contract: ModelContract, sources: RuntimeSources) -> Path:

@@ -252,7 +252,7 @@ class FrameStream:
             crops = crops + second
             hits += recognizer.search_batch(batch, job.timings)
 
-        cards, rejected = recognizer.choose(job.detections, crops, hits)
+        cards, rejected = recognizer.choose(job.detections, crops, hits, job.image, job.timings)
         self._complete(job, FrameResult(cards, job.timings, rejected))
 
     def _complete(self, job: _Job, outcome: FrameResult | BaseException) -> None:

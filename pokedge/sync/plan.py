@@ -30,7 +30,7 @@ _log = logging.getLogger(__name__)
 ORIGIN_CPU_MODEL = "efficientnet-student-stage2"
 ORIGIN_REFERENCE_FOLDER = "data/reference/"
 # Gallery files pokedge uses; others in the reference folder (usearch.index, cards_metadata.json) are skipped.
-GALLERY_FILES = (*REQUIRED_GALLERY_FILES, "gallery.json", "thresholds.json")
+GALLERY_FILES = (*REQUIRED_GALLERY_FILES, "gallery.json", "thresholds.json", "same_art.json", "printed_totals.json")
 CONTRACT_FILE = "contract.json"
 
 
