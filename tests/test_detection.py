@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from pokedge import synth
-from pokedge.detection import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH, CardDetector, Detection, geometry, selection
+from pokedge.detection import CARD_ASPECT, CARD_HEIGHT, CARD_WIDTH, CardDetector, Detection, geometry, scoring, selection
 from pokedge.detection.selection import reading_order
 from pokedge.detection.candidate import Candidate
 from pokedge.detection.frame import WorkFrame
+from pokedge.detection.refine import refine_quad, refine_quads
 from pokedge.detection.strategies.contours import complete_at_border
 
 IOU_OK = 0.85
@@ -286,6 +287,46 @@ def test_rank_keeps_best_of_near_duplicates(detector, cards):
     assert len(ranked) == 1, f"{len(ranked)} quads left of two duplicates"
     assert ranked[0].strategy == "edges", "kept the first proposed duplicate, not the best-scored one"
     assert geometry.quad_iou(ranked[0].quad, card_quad) > 0.99
+
+
+def _soft_card_frame(card: np.ndarray, surface=(120, 190, 200)) -> tuple[np.ndarray, np.ndarray]:
+    """A card on a plain surface, by default yellowish like its border, blurred so that its edge is soft."""
+    frame = np.full((480, 640, 3), surface, np.uint8)
+    width = 180.0
+    truth = np.float32([[230, 70], [230 + width, 70], [230 + width, 70 + width / CARD_ASPECT],
+                        [230, 70 + width / CARD_ASPECT]])
+    matrix = cv2.getPerspectiveTransform(np.float32([[0, 0], [251, 0], [251, 351], [0, 351]]), truth)
+    inside = cv2.warpPerspective(np.full((352, 252), 255, np.uint8), matrix, (640, 480)) > 127
+    frame[inside] = cv2.warpPerspective(card, matrix, (640, 480))[inside]
+    return cv2.GaussianBlur(frame, (0, 0), 2), truth
+
+
+def test_rank_refines_background_outline_first(detector):
+    frame, truth = _soft_card_frame(synth.make_test_card(np.random.default_rng(3)))
+    work = WorkFrame.from_frame(frame)
+    # The background mask outlines a soft-edged card a few pixels outside it, here 5 px on every side.
+    centre = truth.mean(axis=0)
+    outline = (centre + (truth - centre) * (1 + 10 / 180)).astype(np.float32)
+    on_edge = scoring.score_quads([truth], work)[0]
+
+    ranked = detector.rank([Candidate(outline, "background")], work)
+
+    assert len(ranked) == 1
+    assert geometry.quad_iou(ranked[0].quad, truth) >= 0.95, "the outline was not moved onto the card edge"
+    assert ranked[0].score >= 0.95 * on_edge, f"scored {ranked[0].score:.2f}, the card outline {on_edge:.2f}"
+
+
+def test_refine_quads_matches_one_by_one(cards):
+    frame, truth = _soft_card_frame(cards[2], surface=(40, 40, 40))
+    work = WorkFrame.from_frame(frame)
+    shifts = np.random.default_rng(11).uniform(-2, 2, size=(6, 4, 2)).astype(np.float32)
+    quads = truth[None] + shifts
+
+    together = refine_quads(quads, work)
+
+    for quad, refined in zip(quads, together):
+        assert np.allclose(refined, refine_quad(quad, work), atol=1e-3)
+        assert geometry.quad_iou(refined, truth) >= 0.95
 
 
 def test_complete_at_border_restores_cut_outline():
