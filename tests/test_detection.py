@@ -329,6 +329,30 @@ def test_refine_quads_matches_one_by_one(cards):
         assert geometry.quad_iou(refined, truth) >= 0.95
 
 
+def test_share_inside_counts_overshooting_corner():
+    outer = _card_quad((300, 300), 0)
+    inner = outer.copy()
+    inner[1] += np.float32([6, -6])  # one corner sticks out past the outer quad
+
+    assert not geometry.contains(outer, inner)
+    assert 0.95 <= geometry.share_inside(outer, inner) < 1.0
+    assert geometry.share_inside(outer, outer) == pytest.approx(1.0)
+    assert geometry.share_inside(outer, outer + np.float32([500, 0])) == 0.0
+
+
+def test_suppress_keeps_overshooting_part_as_alternative():
+    card = _card_quad((320, 300), 0, width=200.0)
+    # The upper part of the card, bounded by its art box, with one corner 9 px past the card's outline.
+    upper = np.float32([card[0], card[1] + np.float32([9, -9]), (card[1] + card[2]) / 2, (card[0] + card[3]) / 2])
+    candidates = [Candidate(upper, "lines", score=0.9), Candidate(card.copy(), "lines", score=0.8)]
+
+    kept = selection.suppress(candidates, alternative_floor=0.2, max_alternatives=2)
+
+    assert len(kept) == 1
+    quads = [kept[0].quad, *[alt.quad for alt in kept[0].alternatives]]
+    assert max(geometry.quad_iou(q, card) for q in quads) > 0.99, "the card's quad was dropped as a conflict"
+
+
 def test_complete_at_border_restores_cut_outline():
     truth = _card_quad((320, 400), 5, width=200.0)  # the lower part lies below a 640x480 frame
     visible = np.float32([truth[0], truth[1], *_bottom_crossings(truth, 479.0)])

@@ -103,6 +103,15 @@ def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(area / union) if union > 0 else 0.0
 
 
+def share_inside(outer: np.ndarray, inner: np.ndarray) -> float:
+    """Return the share of the convex quad `inner`'s area that lies inside the convex quad `outer`, in [0, 1]."""
+    area = quad_area(inner)
+    if area <= 0:
+        return 0.0
+    overlap, _ = cv2.intersectConvexConvex(np.asarray(outer, dtype=np.float32), np.asarray(inner, dtype=np.float32))
+    return float(min(1.0, overlap / area))
+
+
 def contains(outer: np.ndarray, inner: np.ndarray, margin: float = 2.0) -> bool:
     """True when every corner of `inner` lies inside `outer` (or within `margin` px of it)."""
     contour = np.asarray(outer, dtype=np.float32).reshape(-1, 1, 2)
