@@ -216,3 +216,14 @@ def test_recognizer_without_a_character_list_is_refused(tmp_path, tiny_contract)
     (tmp_path / RECOGNIZER_FILE).symlink_to(load_contract(tiny_contract).model_path)
     with pytest.raises(BackendError, match="no 'character' list"):
         TextReader(tmp_path)
+
+
+def test_open_recognizer_read_numbers(tiny_contract, tiny_gallery):
+    from pokedge.recognition.runtime import RuntimeSources, open_recognizer
+
+    sources = RuntimeSources(tiny_contract, tiny_gallery)
+    with_check = open_recognizer(sources, "onnx")
+    without = open_recognizer(sources, "onnx", read_numbers=False)
+
+    assert isinstance(with_check.number_check, NumberCheck)
+    assert without.number_check is None

@@ -140,3 +140,22 @@ def test_recognition_cli_flag(tmp_path):
 
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--recognition", "threaded"])
+
+
+def test_read_numbers_file_and_flag(tmp_path):
+    import argparse
+
+    from pokedge.commands import serve
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+    path = write(tmp_path, "[serve]\nread_numbers = false\n")
+
+    args = parser.parse_args(["serve", "--config", str(path)])
+    assert serve.load_service_config(args).read_numbers is False
+
+    args = parser.parse_args(["serve", "--no-read-numbers"])
+    assert serve.load_service_config(args).read_numbers is False
+
+    args = parser.parse_args(["serve"])
+    assert serve.load_service_config(args).read_numbers is True

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     rows = read_cards_csv(args.cards, args.scans)
     unknown_names = read_names(args.unknown_names, rows) if args.unknown_names else None
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
-    recognizer = open_recognizer(sources, "onnx" if args.backend == "auto" else args.backend, threads=args.threads)
+    recognizer = open_recognizer(sources, "onnx" if args.backend == "auto" else args.backend, threads=args.threads,
+                                 read_numbers=False)  # the thresholds are fitted on the embedding alone
     try:
         thresholds = calibrate(recognizer, rows, args.scenes, args.seed, args.holdout,
                                progress_factory=lambda label: Progress(label), unknown_names=unknown_names)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                            "--reprints VIEWS or --shared")
 
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
-    recognizer = open_recognizer(sources, args.backend, threads=args.threads)
+    recognizer = open_recognizer(sources, args.backend, threads=args.threads, read_numbers=args.read_numbers is not False)
     try:
         result = _evaluate(recognizer, args)
     finally:

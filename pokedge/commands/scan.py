@@ -28,6 +28,8 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help="gallery folder to use instead of the active or shipped gallery")
     parser.add_argument("--data-dir", type=Path, help="folder of synced versions (default ~/.local/share/pokedge)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime (default: all cores)")
+    parser.add_argument("--no-read-numbers", dest="read_numbers", action="store_false", default=None,
+                        help="skip the OCR of the collector number on matched cards (the printed-number check)")
 
 
 def register(subparsers) -> None:
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
     recognizer = open_recognizer(sources, args.backend, threads=args.threads, top_k=args.top_k,
-                                 keep_crops=args.save_crops is not None)
+                                 keep_crops=args.save_crops is not None, read_numbers=args.read_numbers is not False)
     failures = 0
     try:
         for path in images:
@@ -121,7 +123,7 @@ def _scan_camera(args: argparse.Namespace) -> int:
     source = SupervisedSource(build_source(spec))  # a missing or damaged file fails here, before the model loads
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
     recognizer = open_recognizer(sources, args.backend, threads=args.threads, top_k=args.top_k,
-                                 keep_crops=args.save_crops is not None)
+                                 keep_crops=args.save_crops is not None, read_numbers=args.read_numbers is not False)
     try:
         source.open()
         shot = wait_for_card(recognizer, source, args.timeout)

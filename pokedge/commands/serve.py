@@ -52,7 +52,7 @@ def load_service_config(args: argparse.Namespace):
         "source": args.source, "http": args.http, "data_dir": args.data_dir, "backend": args.backend,
         "model": args.model, "gallery": args.gallery, "threads": args.threads, "loop": args.loop,
         "realtime": args.realtime, "folder_fps": args.folder_fps, "save_images": args.save_images,
-        "recognition": args.recognition,
+        "recognition": args.recognition, "read_numbers": args.read_numbers,
     }
     tracker = {"confirm_frames": args.confirm_frames, "unknown_frames": args.unknown_frames}
     if args.confirm_frames is not None and args.unknown_frames is None:

@@ -39,6 +39,7 @@ class ServiceConfig:
     gallery: Path | None = None
     threads: int | None = None
     recognition: str = "auto"  # sequential, pipelined, or auto: pipelined on at least 2 usable cores
+    read_numbers: bool = True  # OCR of the collector number on matched cards
     loop: bool = False
     realtime: bool = True  # False plays files and folders as fast as possible
     folder_fps: float = 5.0

@@ -52,10 +52,11 @@ def describe(recognizer: Recognizer, sources: RuntimeSources) -> dict[str, Any]:
 
 
 def load_recognizer(model: Path | None, gallery: Path | None, data_dir: Path | None, backend: str,
-                    threads: int | None) -> LoadedRecognizer:
+                    threads: int | None, read_numbers: bool = True) -> LoadedRecognizer:
     """Resolve and open the recognizer; crops are kept so unknown cards can be saved as JPEGs."""
     sources = resolve_sources(model, gallery, data_dir)
-    recognizer = open_recognizer(sources, backend, threads=threads, top_k=5, keep_crops=True)
+    recognizer = open_recognizer(sources, backend, threads=threads, top_k=5, keep_crops=True,
+                                 read_numbers=read_numbers)
     return LoadedRecognizer(recognizer, sources, describe(recognizer, sources))
 
 
