@@ -23,6 +23,7 @@ nothing. Set totals come from `printed_totals.json` beside the gallery.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Mapping
@@ -43,6 +44,9 @@ CARD_ASPECT = 88 / 63
 MIN_CARD_HEIGHT = 300  # frame pixels; below this the number is too small to read
 MIN_CONFIDENCE = 0.8  # mean character confidence of a line that is trusted
 MAX_LINE_SHARE = 0.35  # a number line is short: at most this share of the band width
+MIN_LINE_ASPECT = 1.5  # width / height of a number line, "2/102" the shortest
+MAX_LINE_ASPECT = 10.0
+MAX_LINES_READ = 4  # lines recognized at most, nearest a bottom corner first
 
 # A number and a total: "2/102", "007/091", "110/105". Longer digit runs are misreads, not numbers.
 _NUMBER = re.compile(r"(?<!\d)(\d{1,3})\s*/\s*(\d{2,3})(?!\d)")
@@ -100,15 +104,23 @@ def band_from_frame(frame: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
 
 
 def read_printed_number(reader: TextReader, band: np.ndarray) -> PrintedNumber | None:
-    """Read the collector number in a card's bottom band: the most confident short line that parses."""
-    short = [box for box in reader.find_lines(band) if box[2] <= band.shape[1] * MAX_LINE_SHARE]
-    if not short:
-        return None
+    """Read the collector number in a card's bottom band, or None.
 
-    crops = [band[y:y + h, x:x + w] for x, y, w, h in short]
-    numbers = [parse_printed_number(text, confidence) for text, confidence in reader.recognize(crops)]
-    trusted = [n for n in numbers if n is not None and n.confidence >= MIN_CONFIDENCE]
-    return max(trusted, key=lambda n: n.confidence, default=None)
+    Every layout prints the number near a bottom corner, so short lines are
+    read one at a time from the corners inwards, and the first confident
+    number/total ends the search.
+    """
+    height, width = band.shape[:2]
+    lines = [box for box in reader.find_lines(band)
+             if box[2] <= width * MAX_LINE_SHARE and MIN_LINE_ASPECT <= box[2] / box[3] <= MAX_LINE_ASPECT]
+    lines.sort(key=lambda box: math.hypot(min(box[0], width - box[0] - box[2]), height - box[1] - box[3]))
+
+    for x, y, w, h in lines[:MAX_LINES_READ]:
+        ((text, confidence),) = reader.recognize([band[y:y + h, x:x + w]])
+        printed = parse_printed_number(text, confidence)
+        if printed is not None and printed.confidence >= MIN_CONFIDENCE:
+            return printed
+    return None
 
 
 class NumberCheck:
