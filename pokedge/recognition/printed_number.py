@@ -14,7 +14,7 @@ prints:
 - a print whose number agrees while its set's total is unknown comes next;
 - when no print agrees and the top-1 card is contradicted on both the
   number and its set's total, the card is a print the gallery lacks, and
-  the answer becomes unknown.
+  the result becomes unknown.
 
 A band that cannot be read (a small, blurred or covered card) changes
 nothing. Set totals come from `printed_totals.json` beside the gallery.
