@@ -227,3 +227,21 @@ def test_open_recognizer_read_numbers(tiny_contract, tiny_gallery):
 
     assert isinstance(with_check.number_check, NumberCheck)
     assert without.number_check is None
+
+
+def test_damaged_ocr_model_turns_check_off(tmp_path, tiny_contract, tiny_gallery, monkeypatch, caplog):
+    from pokedge import ocr
+    from pokedge.recognition import runtime
+
+    (tmp_path / ocr.DETECTOR_FILE).write_bytes(b"not an onnx model")
+    (tmp_path / ocr.RECOGNIZER_FILE).write_bytes(b"not an onnx model")
+
+    class DamagedReader(ocr.TextReader):
+        def __init__(self):
+            super().__init__(tmp_path)
+
+    monkeypatch.setattr(runtime, "TextReader", DamagedReader)
+    recognizer = runtime.open_recognizer(runtime.RuntimeSources(tiny_contract, tiny_gallery), "onnx")
+
+    assert recognizer.number_check is None
+    assert "cannot load the OCR model" in caplog.text

@@ -9,10 +9,10 @@ from pathlib import Path
 from pokedge import paths
 from pokedge.backends.select import open_backend
 from pokedge.contract import ModelContract, load_contract
-from pokedge.errors import GalleryError
+from pokedge.errors import BackendError, GalleryError
 from pokedge.gallery.store import Gallery, check_compatible, load_gallery
-from pokedge.recognition.decision import load_thresholds
 from pokedge.ocr import OCR_DIR, TextReader
+from pokedge.recognition.decision import load_thresholds
 from pokedge.recognition.pipeline import Recognizer
 from pokedge.recognition.printed_number import NumberCheck
 
@@ -84,11 +84,17 @@ def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int
 
 
 def _number_check(gallery: Gallery) -> NumberCheck | None:
+    """Return the printed-number check, or None with a warning when the OCR models are missing or unreadable."""
     if not TextReader.available():
         _log.warning("OCR models not found in %s: printed numbers are not read", OCR_DIR)
         return None
+    try:
+        reader = TextReader()
+    except BackendError as exc:
+        _log.warning("printed-number check disabled, recognition continues without it: %s", exc)
+        return None
     _log.info("printed-number check on, with the totals of %d sets", len(gallery.printed_totals))
-    return NumberCheck(TextReader(), gallery, gallery.printed_totals)
+    return NumberCheck(reader, gallery, gallery.printed_totals)
 
 
 def _gallery_for(contract: ModelContract, sources: RuntimeSources) -> Path:
