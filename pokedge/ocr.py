@@ -92,7 +92,10 @@ class TextReader:
         boxes = []
         for contour in contours:
             x, y, w, h = cv2.boundingRect(contour)
-            if min(w, h) < 3 or probability[y:y + h, x:x + w][mask[y:y + h, x:x + w] > 0].mean() < DET_BOX_SCORE:
+            if min(w, h) < 3:
+                continue
+            inside = mask[y:y + h, x:x + w] > 0
+            if probability[y:y + h, x:x + w][inside].mean() < DET_BOX_SCORE:
                 continue
             grow = w * h * DET_UNCLIP / (2 * (w + h))
             boxes.append(_clip_box((x - grow) * fx, (y - grow) * fy, (w + 2 * grow) * fx, (h + 2 * grow) * fy, image))
