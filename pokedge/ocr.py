@@ -9,15 +9,14 @@ Two models do the work, both exported from PaddleOCR (Apache-2.0):
   48 pixels high. Its character list is stored in the model's metadata.
 
 Only horizontal lines are read, which is what a rectified card shows. The
-models ship in `models/ocr/`; `TextReader.available()` tells whether they
-are there.
+models ship in `models/ocr/`; `TextReader.available()` returns
+whether they are there.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -40,15 +39,6 @@ REC_HEIGHT = 48
 REC_MAX_WIDTH = 640
 
 
-@dataclass(frozen=True)
-class TextLine:
-    """One line read from an image: its text, mean character confidence and box (x, y, w, h) in pixels."""
-
-    text: str
-    confidence: float
-    box: tuple[int, int, int, int]
-
-
 class TextReader:
     """Finds and reads horizontal text lines in a BGR image."""
 
@@ -62,27 +52,19 @@ class TextReader:
         self.detector = _open(ort, folder / DETECTOR_FILE, options)
         self.recognizer = _open(ort, folder / RECOGNIZER_FILE, options)
         self.charset = _charset(self.recognizer, folder / RECOGNIZER_FILE)
+        self.detector_input = self.detector.get_inputs()[0].name
+        self.recognizer_input = self.recognizer.get_inputs()[0].name
 
     @staticmethod
     def available(folder: Path = OCR_DIR) -> bool:
         return (folder / DETECTOR_FILE).is_file() and (folder / RECOGNIZER_FILE).is_file()
-
-    def read(self, image: np.ndarray, width: int = 960) -> list[TextLine]:
-        """Return the text lines of `image`, top to bottom, found in a copy scaled to `width` pixels."""
-        boxes = self.find_lines(image, width)
-        if not boxes:
-            return []
-
-        crops = [image[y:y + h, x:x + w] for x, y, w, h in boxes]
-        lines = [TextLine(text, confidence, box) for (text, confidence), box in zip(self.recognize(crops), boxes)]
-        return [line for line in lines if line.text]
 
     def find_lines(self, image: np.ndarray, width: int = 960) -> list[tuple[int, int, int, int]]:
         """Return axis-aligned line boxes (x, y, w, h) in `image` pixels, top to bottom."""
         scale = width / image.shape[1]
         size = (_multiple(image.shape[1] * scale), _multiple(image.shape[0] * scale))
         tensor = _normalize(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
-        (probability,) = self.detector.run(None, {self.detector.get_inputs()[0].name: tensor[None]})
+        (probability,) = self.detector.run(None, {self.detector_input: tensor[None]})
         probability = probability[0, 0]
 
         mask = cv2.dilate((probability > DET_THRESHOLD).astype(np.uint8), np.ones((2, 2), np.uint8))
@@ -108,7 +90,7 @@ class TextReader:
         for n, (crop, crop_width) in enumerate(zip(crops, widths)):
             batch[n, :, :, :crop_width] = _normalize(cv2.resize(crop, (crop_width, REC_HEIGHT)))
 
-        (scores,) = self.recognizer.run(None, {self.recognizer.get_inputs()[0].name: batch})
+        (scores,) = self.recognizer.run(None, {self.recognizer_input: batch})
         return [self._decode(row) for row in scores]
 
     def _decode(self, scores: np.ndarray) -> tuple[str, float]:

@@ -346,10 +346,10 @@ def test_suppress_keeps_overshooting_part_as_alternative():
     upper = np.float32([card[0], card[1] + np.float32([9, -9]), (card[1] + card[2]) / 2, (card[0] + card[3]) / 2])
     candidates = [Candidate(upper, "lines", score=0.9), Candidate(card.copy(), "lines", score=0.8)]
 
-    kept = selection.suppress(candidates, alternative_floor=0.2, max_alternatives=2)
+    survivors = selection.suppress(candidates, alternative_floor=0.2, max_alternatives=2)
 
-    assert len(kept) == 1
-    quads = [kept[0].quad, *[alt.quad for alt in kept[0].alternatives]]
+    assert len(survivors) == 1
+    quads = [survivors[0].quad, *[alt.quad for alt in survivors[0].alternatives]]
     assert max(geometry.quad_iou(q, card) for q in quads) > 0.99, "the card's quad was dropped as a conflict"
 
 

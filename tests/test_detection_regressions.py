@@ -36,8 +36,8 @@ SCENES = {
 # The same, where the card need only be one of a detection's quads, main or alternative.
 SCENES_AS_ALTERNATIVE = {
     # A finger and glare hide the lower right of the card. The quad of its upper part, bounded by the art box,
-    # ranks first and runs 11 px past the card's quad at one corner, so the card's quad was taken for a
-    # conflicting card and dropped instead of being kept as an alternative for the recognizer.
+    # ranks first and runs 11 px past the card's quad at one corner. The card's quad was then taken for a
+    # conflicting card and dropped, instead of being kept as an alternative for the recognizer.
     "upper_part_over_card": (598, "swsh45-1", (120687264803390968366788887540106305176, 1, 3649144691)),
 }
 

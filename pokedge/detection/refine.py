@@ -53,7 +53,7 @@ def refine_quads(quads: np.ndarray, work: WorkFrame) -> np.ndarray:
 
 
 def _refit_sides(quads: np.ndarray, work: WorkFrame) -> np.ndarray:
-    """Homogeneous lines [n, 4, 3] fitted to the strongest aligned gradient near each side.
+    """Return homogeneous lines [n, 4, 3] fitted to the strongest aligned gradient near each side.
 
     A side with fewer than `_MIN_POINTS` strong edge points keeps its own line.
     """
@@ -90,7 +90,7 @@ def _refit_sides(quads: np.ndarray, work: WorkFrame) -> np.ndarray:
 
 
 def _fit_lines(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Total least squares lines through the points [..., m, 2] where `mask` is set, refitted without outliers.
+    """Fit total least squares lines through the points [..., m, 2] where `mask` is set, refitted without outliers.
 
     Returns homogeneous lines [..., 3] and a mask of the fits that kept at
     least `_MIN_POINTS` points in every round.
@@ -110,7 +110,7 @@ def _fit_lines(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _principal_axes(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids [..., 2] and unit normals [..., 2] of the best-fitting lines through the masked points [..., m, 2]."""
+    """Return centroids [..., 2] and unit normals [..., 2] of the best-fitting lines through the masked points [..., m, 2]."""
     w = mask.astype(np.float64)
     total = np.maximum(w.sum(axis=-1), 1e-9)
     centre = np.einsum("...m,...mk->...k", w, points) / total[..., None]
@@ -123,7 +123,7 @@ def _principal_axes(points: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Median of `values` [..., m] over the entries where `mask` is set, and 0 where no entry is set."""
+    """Return the median of `values` [..., m] over the entries where `mask` is set, and 0 where no entry is set."""
     count = mask.sum(axis=-1)
     last = values.shape[-1] - 1
     ordered = np.sort(np.where(mask, values, np.inf), axis=-1)
@@ -133,7 +133,7 @@ def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _convex(quads: np.ndarray) -> np.ndarray:
-    """True per quad [n, 4, 2] whose corners turn the same way at every corner."""
+    """Return True per quad [n, 4, 2] whose corners turn the same way at every corner."""
     edges = np.roll(quads, -1, axis=1) - quads
     following = np.roll(edges, -1, axis=1)
     turns = edges[..., 0] * following[..., 1] - edges[..., 1] * following[..., 0]

@@ -27,7 +27,7 @@ import numpy as np
 from pokedge.backends.base import Backend
 from pokedge.capture.image import read_image
 from pokedge.errors import GalleryError, InputError
-from pokedge.gallery.printed_totals import write_printed_totals
+from pokedge.gallery import printed_totals
 from pokedge.gallery.same_art import write_same_art
 from pokedge.gallery.store import CardInfo, save_gallery
 from pokedge.preprocess import prepare_batch
@@ -88,14 +88,14 @@ def _resolve_image(value: str, csv_path: Path, scans_dir: Path | None) -> Path |
 def _write_totals(out_dir: Path, rows: list[ScanRow], read_totals: bool) -> None:
     from pokedge.ocr import OCR_DIR, TextReader
 
-    (out_dir / "printed_totals.json").unlink(missing_ok=True)
+    (out_dir / printed_totals.FILENAME).unlink(missing_ok=True)
     if not read_totals:
         return
     if not TextReader.available():
         _log.warning("OCR models not found in %s: no printed totals; the number check will trust numbers alone",
                      OCR_DIR)
         return
-    write_printed_totals(out_dir, rows, TextReader())
+    printed_totals.write_printed_totals(out_dir, rows, TextReader())
 
 
 def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: bool = True,
