@@ -1,27 +1,21 @@
 """Synthetic scenes on which the detector once missed the card, each with the fault it exposed.
 
-Every case is one scene of `pokedge eval --synthetic 1000 --seed 1000`. It is
-rendered again from the generator state recorded just before the scene, so a
-case costs one render instead of all the scenes before it. The scenes show
-real gallery scans, so these tests skip when ../shared/data is absent.
+Every case is one scene of `pokedge eval --synthetic 1000 --seed 1000`,
+rendered again by tests/eval_scenes.py. The scenes show real gallery scans,
+so these tests skip when ../shared/data is absent.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from pokedge import synth
-from pokedge.capture.image import read_image
 from pokedge.detection import CardDetector, geometry
-from pokedge.evaluation.synthetic import FRAME_SIZE
 from pokedge.gallery.build import read_cards_csv
+from tests.eval_scenes import render_eval_scene
 
-EVAL_SEED = 1000
 IOU_OK = 0.85
 
-# name: (scene index in the eval, card id, PCG64 state before the scene's card was drawn). The state is
-# the `state` integer and the buffered 32-bit draw (`has_uint32`, `uinteger`) of `bit_generator.state`.
+# name: (scene index in the eval, card id, PCG64 state before the scene's card was drawn).
 # The card must be the main quad of a detection.
 SCENES = {
     # A clean full-art card with a grey border on a pale wall. The card's outlines from the edge and
@@ -47,24 +41,10 @@ def scan_rows(shared_data):
     return read_cards_csv(shared_data / "gallery" / "cards.csv", shared_data)
 
 
-def _render(rows, index: int, card_id: str, state: tuple[int, int, int]) -> synth.Scene:
-    """Render eval scene `index` from its recorded generator state, as `render_cases` does."""
-    rng = np.random.default_rng(EVAL_SEED)
-    recorded = rng.bit_generator.state
-    recorded["state"]["state"], recorded["has_uint32"], recorded["uinteger"] = state
-    rng.bit_generator.state = recorded
-
-    row = rows[int(rng.integers(len(rows)))]
-    if row.card.card_id != card_id:
-        pytest.fail(f"scene {index} drew {row.card.card_id}, not {card_id}: the cards CSV changed since the state "
-                    "was recorded; record the state again from render_cases")
-    return synth.render_scene(read_image(row.image), rng, None, frame_size=FRAME_SIZE)
-
-
 @pytest.mark.parametrize("name", sorted(SCENES))
 def test_eval_scene_card_is_main_quad(scan_rows, name):
     index, card_id, state = SCENES[name]
-    scene = _render(scan_rows, index, card_id, state)
+    scene = render_eval_scene(scan_rows, index, card_id, state)
 
     detections = CardDetector().detect(scene.frame)
 
@@ -76,7 +56,7 @@ def test_eval_scene_card_is_main_quad(scan_rows, name):
 @pytest.mark.parametrize("name", sorted(SCENES_AS_ALTERNATIVE))
 def test_eval_scene_card_is_among_quads(scan_rows, name):
     index, card_id, state = SCENES_AS_ALTERNATIVE[name]
-    scene = _render(scan_rows, index, card_id, state)
+    scene = render_eval_scene(scan_rows, index, card_id, state)
 
     detections = CardDetector().detect(scene.frame)
 

@@ -96,6 +96,7 @@ def small_gallery() -> Gallery:
         CardInfo("base4-2", "Blastoise", "base4", "2", "Base Set 2"),
         CardInfo("sv3pt5-4", "Charmander", "sv3pt5", "004", "151"),
         CardInfo("sv3pt5-5", "Charmeleon", "sv3pt5", "005", "151"),
+        CardInfo("sv3pt5-119", "Seaking", "sv3pt5", "119", "151"),
     ]
     embeddings = np.eye(len(cards), 8, dtype=np.float32)
     return Gallery(embeddings, [c.card_id for c in cards], {c.card_id: c for c in cards}, {})
@@ -137,6 +138,17 @@ def test_both_wrong_means_missing_print():
 def test_misread_number_with_the_right_total_changes_nothing():
     original = decision("sv3pt5-4")
     assert check().settle(original, parse_printed_number("094/165")) == original
+
+
+@pytest.mark.parametrize("text", ["9/16", "19/16", "119/16", "9/165"])
+def test_cut_off_read_of_the_own_number_changes_nothing(text):
+    original = decision("sv3pt5-119")
+    assert check().settle(original, parse_printed_number(text)) == original
+
+
+def test_read_that_is_not_a_piece_of_the_own_number_contradicts():
+    settled = check().settle(decision("sv3pt5-119"), parse_printed_number("8/16"))
+    assert settled.status == UNKNOWN
 
 
 def test_unknown_total_never_turns_a_match_unknown():

@@ -74,6 +74,11 @@ def parse_printed_number(text: str, confidence: float = 1.0) -> PrintedNumber | 
     return PrintedNumber(int(found.group(1)), int(found.group(2)), found.group(0), confidence)
 
 
+def is_partial_read(printed: PrintedNumber, number: int, total: int) -> bool:
+    """True when `printed` could be `number`/`total` with outer digits cut off: "9/16" of "119/165"."""
+    return str(number).endswith(str(printed.number)) and str(total).startswith(str(printed.total))
+
+
 def card_number(info_number: str) -> int | None:
     """Return the leading digits of a gallery number as an int ("004" -> 4, "15_A1" -> 15); None for "SWSH061"."""
     digits = _LEADING_DIGITS.match(info_number)
@@ -168,11 +173,18 @@ class NumberCheck:
         return 2 if total == printed.total else 0
 
     def contradicts(self, card_id: str, printed: PrintedNumber) -> bool:
-        """True when the card's number and its set's known total both differ from `printed`."""
+        """True when the card's number and its set's known total both differ from `printed`.
+
+        A read that is a cut-off piece of the card's own number ("9/16" of
+        "119/165", when the text box missed the outer digits) is no
+        contradiction.
+        """
         info = self.gallery.cards[card_id]
         total = self.totals.get(info.set_id)
         number = card_number(info.number)
-        return total is not None and total != printed.total and number is not None and number != printed.number
+        if total is None or number is None or total == printed.total or number == printed.number:
+            return False
+        return not is_partial_read(printed, number, total)
 
 
 def _with_top(decision: Decision, card_id: str, gallery: Gallery) -> Decision:
