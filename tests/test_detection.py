@@ -101,6 +101,31 @@ def test_rectified_aspect_undoes_perspective():
     assert geometry.rectified_aspect(quad, (height, width)) == pytest.approx(CARD_ASPECT, rel=0.02)
 
 
+def _projected(points: np.ndarray) -> np.ndarray:
+    """Project card-plane points (mm, card centre at 0) through a tilted camera."""
+    camera = np.array([[1000.0, 0, 640], [0, 1000.0, 480], [0, 0, 1.0]])
+    rotation, _ = cv2.Rodrigues(np.array([[0.4], [-0.3], [0.2]]))
+    plane = np.column_stack([points, np.zeros(len(points))]) @ rotation.T + [10, 20, 500]
+    projected = (camera @ plane.T).T
+    return (projected[:, :2] / projected[:, 2:]).astype(np.float32)
+
+
+@pytest.mark.parametrize("top, bottom", [(-44, 5), (-3, 44)], ids=["upper part", "lower part"])
+def test_strip_extensions_find_the_card_of_a_strip(top, bottom):
+    card = _projected(np.array([[-31.5, -44], [31.5, -44], [31.5, 44], [-31.5, 44]]))
+    strip = geometry.order_corners(_projected(np.array([[-31.5, top], [31.5, top], [31.5, bottom], [-31.5, bottom]])))
+
+    extended = geometry.strip_extensions(strip, (960, 1280))
+
+    assert len(extended) == 2
+    assert max(geometry.quad_iou(quad, card) for quad in extended) > 0.98
+
+
+def test_strip_extensions_skip_thin_strips():
+    thin = np.float32([[0, 0], [300, 0], [300, 60], [0, 60]])  # a text line, five times wider than high
+    assert geometry.strip_extensions(thin, (720, 960)) == []
+
+
 def test_warp_card_returns_upright_card(cards):
     card = cards[0]
     frame = np.full((720, 960, 3), 90, np.uint8)

@@ -1,5 +1,6 @@
 """End-to-end recognition on synthetic scenes with a tiny real ONNX model and a real FAISS index."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -129,7 +130,25 @@ def test_unmatched_main_quad_gets_a_second_look(tiny_recognizer, synthetic_cards
 
     result = recognizer.recognize(scene.frame)
 
-    assert counting.calls == [2, 2]
+    assert counting.calls == [2, 6], "then the alternative and the main quad's two strip extensions, both ways up"
     assert result.cards[0].card_id == rows[5].card.card_id
     assert geometry.quad_iou(result.cards[0].quad, scene.quads[0]) > 0.9
     assert set(result.timings_ms) >= {"detect", "preprocess", "embed", "search"}
+
+
+def test_upper_part_of_a_card_finds_the_card(tiny_recognizer, synthetic_cards):
+    from pokedge.detection.types import Detection
+
+    rows = _rows(synthetic_cards)
+    scene = _scene(rows, 5, seed=11, conditions=("perspective",))
+    card_to_frame = cv2.getPerspectiveTransform(np.float32([[0, 0], [1, 0], [1, 1], [0, 1]]), scene.quads[0])
+    upper = cv2.perspectiveTransform(np.float32([[[0, 0], [1, 0], [1, 0.55], [0, 0.55]]]), card_to_frame)[0]
+    on_its_side = np.roll(upper, 1, axis=0)  # the strip looks like a card turned by 90 degrees
+    recognizer = Recognizer(tiny_recognizer.backend, tiny_recognizer.gallery, Thresholds(0.85, 0.0, 0.1),
+                            index=tiny_recognizer.index)
+    recognizer.detector.detect = lambda frame: [Detection(quad=on_its_side, score=1.0, strategy="test")]
+
+    card = recognizer.recognize(scene.frame).cards[0]
+
+    assert (card.status, card.card_id) == (MATCH, rows[5].card.card_id)
+    assert geometry.quad_iou(card.quad, scene.quads[0]) > 0.9

@@ -1,4 +1,4 @@
-"""Synthetic scenes on which the shipped recognizer once gave a wrong answer, each with its expected answer.
+"""Synthetic scenes that the shipped recognizer once got wrong, each with its expected result.
 
 Every case is one scene of `pokedge eval --synthetic 1000 --seed 1000`,
 rendered again by tests/eval_scenes.py and recognized with the shipped model,
@@ -25,6 +25,12 @@ MATCHED = {
     # A sharp Seaking (151, 119/165) on a dark background. The text detector boxed only "9/16" of its
     # number, and that read was taken for a reprint from another set, turning a 0.91 match unknown.
     "partial_number_read": (821, "sv3pt5-119", (113185283039088167234865994158043426343, 0, 842537787)),
+    # A tilted Bagon on wood. Every quad the detector offered was its name and art box, a strip with the aspect
+    # of a card on its side, so the whole card was never embedded. The strip extension now covers it.
+    "upper_part_only": (187, "swsh7-107", (270312857092719312591468136819527621929, 0, 2498619582)),
+    # A blurred Persian with a faint silver border on a pale background. The detector split the card into
+    # its upper and lower part and never outlined the whole.
+    "card_split_in_two": (118, "sv3pt5-53", (64978857501285660433794827385205569928, 0, 3321641025)),
 }
 
 
@@ -48,5 +54,5 @@ def test_eval_scene_card_is_matched(scan_rows, recognizer, name):
     card = match_to_truth(recognizer.recognize(scene.frame).cards, scene.quads[0])
 
     assert card is not None, f"scene {index} ({', '.join(scene.conditions)}): card not found"
-    answer = f"{card.status} {card.card_id} {card.score:.3f}, printed {card.printed_number}"
-    assert (card.status, card.card_id) == (MATCH, card_id), f"scene {index}: {answer}"
+    result = f"{card.status} {card.card_id} {card.score:.3f}, printed {card.printed_number}"
+    assert (card.status, card.card_id) == (MATCH, card_id), f"scene {index}: {result}"

@@ -51,6 +51,38 @@ def quad_aspect(quad: np.ndarray) -> float:
     return width / max(height, 1e-6)
 
 
+def strip_extensions(quad: np.ndarray, frame_shape: tuple[int, ...], min_ratio: float = 1.2,
+                     max_ratio: float = 3.0) -> list[np.ndarray]:
+    """Return the card quads of which a quad could be a full-width strip, at the card's top or bottom.
+
+    A detector can outline a card's upper part (name and art box) or its
+    text box instead of the whole card. Such a strip spans the card's width
+    along its long side. It is wider for its height than a card by
+    `min_ratio` to `max_ratio`, so a strip of about half the card looks like
+    a card on its side. The card shares the strip's edge on one long side and extends
+    across the other to the card's aspect. The strip's aspect is measured
+    with perspective undone (`rectified_aspect` in a frame of
+    `frame_shape`), and its own homography carries the extension. The quads
+    are ordered with the strip's long side as the card's width.
+    """
+    strip = np.asarray(quad, dtype=np.float32)
+    if quad_aspect(strip) < 1.0:
+        strip = np.roll(strip, -1, axis=0)  # the long side first
+    ratio = rectified_aspect(strip, frame_shape) / CARD_ASPECT
+    if not min_ratio <= ratio <= max_ratio:
+        return []
+    unit = np.float32([[0, 0], [1, 0], [1, 1], [0, 1]])
+    homography = cv2.getPerspectiveTransform(unit, strip)
+
+    cards = []
+    for top in (0.0, 1.0 - ratio):
+        corners = np.float32([[0, top], [1, top], [1, top + ratio], [0, top + ratio]])
+        card = cv2.perspectiveTransform(corners[None], homography)[0]
+        if np.isfinite(card).all() and is_convex(card):
+            cards.append(card.astype(np.float32))
+    return cards
+
+
 def quad_area(quad: np.ndarray) -> float:
     return float(abs(cv2.contourArea(np.asarray(quad, dtype=np.float32))))
 

@@ -121,14 +121,16 @@ class Recognizer:
         return list(hits)
 
     def unsure(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> list[int]:
-        """Return the indices of detections that have alternative quads and whose main quad gave no match."""
+        """Return the indices of detections whose main quad gave no match.
+
+        Each has other quads to try: the detector's alternatives, and the card
+        quads that the main quad could be a strip of (`geometry.strip_extensions`).
+        """
         if self.max_quads_per_card < 2:
             return []
         best = self._best(crops, hits)
         unsure = []
-        for i, detection in enumerate(detections):
-            if not detection.alternatives:
-                continue
+        for i in range(len(detections)):
             if i not in best or decide(best[i][1], self.gallery, self.thresholds).status != MATCH:
                 unsure.append(i)
         return unsure
@@ -144,8 +146,10 @@ class Recognizer:
         return self._crops(frame, [(i, d.quad) for i, d in enumerate(detections)])
 
     def alternative_crops(self, frame: np.ndarray, detections: list[Detection], indices: list[int]) -> list["_Crop"]:
-        """Warp the alternative quads of the detections at `indices` in both orientations."""
-        quads = [(i, quad) for i in indices for quad in detections[i].alternatives[: self.max_quads_per_card - 1]]
+        """Warp the alternative quads and strip extensions of the detections at `indices` in both orientations."""
+        quads = [(i, quad) for i in indices
+                 for quad in (*detections[i].alternatives[: self.max_quads_per_card - 1],
+                              *geometry.strip_extensions(detections[i].quad, frame.shape))]
         return self._crops(frame, quads)
 
     @staticmethod
