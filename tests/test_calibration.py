@@ -1,4 +1,4 @@
-"""Threshold calibration: which cards play the unknown ones, and the command end to end."""
+"""Threshold calibration and the held-out evaluation: which cards play the unknown ones, and the commands."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import pytest
 
 from pokedge.commands.calibrate import read_names
 from pokedge.errors import PokedgeError
-from pokedge.evaluation.calibration import split_holdout
+from pokedge.evaluation.calibration import PERMISSIVE, split_holdout
+from pokedge.evaluation.synthetic import evaluate_held_out
 from pokedge.gallery.build import read_cards_csv
+from pokedge.recognition.decision import Thresholds
+from pokedge.recognition.pipeline import Recognizer
 
 
 def test_given_names_hold_out_every_print(synthetic_cards):
@@ -74,3 +77,49 @@ def test_calibrate_with_given_names_writes_thresholds(tiny_contract, tiny_galler
     assert saved["calibrated"] is True
     assert saved["report"]["holdout"] == "given names"
     assert saved["report"]["unknown_names"] == 2
+
+
+def test_held_out_cards_never_match_themselves(tiny_recognizer, synthetic_cards):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+    permissive = Recognizer(tiny_recognizer.backend, tiny_recognizer.gallery, PERMISSIVE, index=tiny_recognizer.index)
+
+    report = evaluate_held_out(permissive, rows, {"Mon03", "Mon04"}, count=6, seed=3)
+
+    assert report["names"] == 2
+    assert report["matched_n"] == len(report["matched_cards"]) > 0, "permissive thresholds match what they find"
+    held_out_ids = {row.card.card_id for row in rows if row.card.name in {"Mon03", "Mon04"}}
+    assert not held_out_ids & set(report["matched_cards"]), "the held-out cards must be out of the searched gallery"
+
+
+def test_strict_thresholds_match_no_held_out_card(tiny_recognizer, synthetic_cards):
+    rows = read_cards_csv(synthetic_cards / "cards.csv")
+    strict = Recognizer(tiny_recognizer.backend, tiny_recognizer.gallery, Thresholds(0.999, 0.5, -1.0),
+                        index=tiny_recognizer.index)
+
+    report = evaluate_held_out(strict, rows, {"Mon03"}, count=4, seed=3)
+
+    assert report["detected"] > 0
+    assert report["matched_n"] == 0
+
+
+def test_eval_held_out_needs_the_names(tiny_contract, tiny_gallery, synthetic_cards):
+    command = [sys.executable, "-m", "pokedge", "eval", "--held-out", "2", "--model", str(tiny_contract),
+               "--gallery", str(tiny_gallery), "--cards", str(synthetic_cards / "cards.csv")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode != 0
+    assert "--unknown-names" in done.stderr
+
+
+def test_eval_held_out_prints_the_figure(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("Mon03\n")
+    command = [sys.executable, "-m", "pokedge", "eval", "--held-out", "3", "--unknown-names", str(names), "--json",
+               "--model", str(tiny_contract), "--gallery", str(tiny_gallery),
+               "--cards", str(synthetic_cards / "cards.csv")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr
+    held_out = json.loads(done.stdout)["held_out"]
+    assert held_out["n"] == 3
+    assert held_out["names"] == 1

@@ -37,6 +37,12 @@ def register(subparsers) -> None:
     parser.add_argument("--cards", type=Path, default=SHARED / "gallery" / "cards.csv",
                         help="cards CSV of the reference scans, for synthetic scenes and self-retrieval")
     parser.add_argument("--scans", type=Path, help="folder that image_path is relative to")
+    parser.add_argument("--held-out", type=int, default=0, metavar="N",
+                        help="render N scenes of the cards named in --unknown-names and search a gallery without "
+                             "those names: every match is a wrong card (default 0: off)")
+    parser.add_argument("--unknown-names", type=Path, metavar="FILE",
+                        help="card names, one per line, for --held-out; give the names the model was not trained "
+                             "on (models/student-held-out-names.txt for the shipped model)")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the synthetic renders (default 1000)")
     parser.add_argument("--shared", action="store_true",
                         help="use ../shared/data: its photos, negatives, 2000 synthetic scenes and self-retrieval")
@@ -52,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
         args.negatives = args.negatives or SHARED / "negatives"
         args.synthetic = args.synthetic or 2000
         args.self_retrieval = True
-    if not (args.photos or args.negatives or args.synthetic or args.self_retrieval or args.reprints):
+    if not (args.photos or args.negatives or args.synthetic or args.self_retrieval or args.reprints or args.held_out):
         raise PokedgeError("nothing to evaluate; give --photos, --negatives, --synthetic N, --self-retrieval, "
-                           "--reprints VIEWS or --shared")
+                           "--reprints VIEWS, --held-out N or --shared")
+    if args.held_out and not args.unknown_names:
+        raise PokedgeError("--held-out needs --unknown-names FILE: the card names to leave out of the gallery")
 
     sources = resolve_sources(args.model, args.gallery, args.data_dir)
     recognizer = open_recognizer(sources, args.backend, threads=args.threads, read_numbers=args.read_numbers is not False)
@@ -84,7 +92,7 @@ def _evaluate(recognizer, args: argparse.Namespace) -> dict[str, Any]:
         if args.details:
             result["photos"] = report.per_photo
 
-    if args.synthetic or args.self_retrieval or args.reprints:
+    if args.synthetic or args.self_retrieval or args.reprints or args.held_out:
         rows = read_cards_csv(args.cards, args.scans)
         if args.self_retrieval:
             result["self_retrieval"] = self_retrieval(recognizer, rows, progress=Progress("self-retrieval"))
@@ -93,7 +101,17 @@ def _evaluate(recognizer, args: argparse.Namespace) -> dict[str, Any]:
             result["synthetic"] = synthetic.as_dict()
         if args.reprints:
             result["reprints"] = _reprints(recognizer, rows, args)
+        if args.held_out:
+            result["held_out"] = _held_out(recognizer, rows, args)
     return result
+
+
+def _held_out(recognizer, rows, args: argparse.Namespace) -> dict[str, Any]:
+    from pokedge.commands.calibrate import read_names
+    from pokedge.evaluation.synthetic import evaluate_held_out
+
+    names = read_names(args.unknown_names, rows)
+    return evaluate_held_out(recognizer, rows, names, args.held_out, args.seed, Progress("held-out scenes"))
 
 
 def _reprints(recognizer, rows, args: argparse.Namespace) -> dict[str, Any]:
@@ -135,6 +153,10 @@ def _table(result: dict[str, Any], details: bool) -> str:
         lines.append(f"same-art reprints: {r['pairs']} pairs, {r['queries']} scenes  right print {_pct(r['right_print'])}  "
                      f"other print {_pct(r['other_print'])}  both listed {_pct(r['both_listed'])}  "
                      f"flagged same art {_pct(r['flagged_same_art'])}")
+    if "held_out" in result:
+        h = result["held_out"]
+        lines.append(f"held-out cards ({h['names']} names left out of the gallery): n={h['n']}  "
+                     f"detected {_pct(h['detected'])}  matched to a wrong card {_pct(h['matched'])} ({h['matched_n']})")
     if details and "photos" in result:
         for row in result["photos"]:
             lines.append(f"  {row['photo']:<34} {row['kind']:<8} ok={row['ok']}  truth={row.get('truth', '-')}  "

@@ -133,3 +133,36 @@ def self_retrieval(recognizer: Recognizer, rows: list[ScanRow], batch: int = 64,
         if progress:
             progress(min(start + batch, len(rows)), len(rows))
     return {"n": len(rows), "top1": round(correct / len(rows), 4) if rows else None}
+
+
+def evaluate_held_out(recognizer: Recognizer, rows: list[ScanRow], names: set[str], count: int, seed: int,
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Render `count` scenes of the cards named in `names`, search a gallery without those names, count matches.
+
+    Every print of a held-out name leaves the gallery, so whatever the
+    recognizer matches is a wrong card. The whole pipeline runs with the
+    recognizer's thresholds, second look included, but without the
+    printed-number check, which needs the full gallery.
+    """
+    from pokedge.evaluation.calibration import split_holdout, subset_gallery
+    from pokedge.gallery.index import GalleryIndex
+
+    gallery_rows, held_out_rows = split_holdout(rows, 0.0, seed, names)
+    if not held_out_rows or not gallery_rows:
+        raise ValueError("the held-out names must name some cards of the cards CSV, and not all of them")
+    reduced = subset_gallery(recognizer.gallery, {row.card.card_id for row in gallery_rows})
+    held_out = Recognizer(recognizer.backend, reduced, recognizer.thresholds, recognizer.detector,
+                          GalleryIndex(reduced, cache=False), top_k=recognizer.top_k,
+                          max_quads_per_card=recognizer.max_quads_per_card)
+
+    detected = 0
+    matched: list[str] = []  # the wrong cards matched, one per scene
+    for n, case in enumerate(render_cases(held_out_rows, count, seed), 1):
+        card = match_to_truth(held_out.recognize(case.scene.frame).cards, case.scene.quads[0])
+        detected += card is not None
+        if card is not None and card.status == MATCH:
+            matched.append(card.card_id)
+        if progress:
+            progress(n, count)
+    return {"n": count, "names": len({row.card.name for row in held_out_rows}), "detected": round(detected / count, 4),
+            "matched": round(len(matched) / count, 4), "matched_n": len(matched), "matched_cards": matched}
