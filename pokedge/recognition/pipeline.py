@@ -147,6 +147,7 @@ class Recognizer:
 
     def alternative_crops(self, frame: np.ndarray, detections: list[Detection], indices: list[int]) -> list["_Crop"]:
         """Warp the alternative quads and strip extensions of the detections at `indices` in both orientations."""
+        # NOTE: the strip extensions cost four crops for every unmatched quad, a card or not.
         quads = [(i, quad) for i in indices
                  for quad in (*detections[i].alternatives[: self.max_quads_per_card - 1],
                               *geometry.strip_extensions(detections[i].quad, frame.shape))]
