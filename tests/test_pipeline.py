@@ -152,3 +152,19 @@ def test_upper_part_of_a_card_finds_the_card(tiny_recognizer, synthetic_cards):
 
     assert (card.status, card.card_id) == (MATCH, rows[5].card.card_id)
     assert geometry.quad_iou(card.quad, scene.quads[0]) > 0.9
+
+
+@pytest.mark.parametrize("card_floor, calls", [(-1.0, [2, 4]), (0.999, [2])], ids=["unknown", "not a card"])
+def test_strip_extensions_only_for_unknown_quads(tiny_recognizer, card_floor, calls):
+    from pokedge.detection.types import Detection
+
+    rng = np.random.default_rng(99)
+    scene = synth.render_scene(synth.make_test_card(rng), rng, ("clean",), frame_size=(960, 720))
+    counting = _CountingBackend(tiny_recognizer.backend)
+    recognizer = Recognizer(counting, tiny_recognizer.gallery, Thresholds(0.95, 0.05, card_floor),
+                            index=tiny_recognizer.index)
+    recognizer.detector.detect = lambda frame: [Detection(quad=scene.quads[0], score=1.0, strategy="test")]
+
+    recognizer.recognize(scene.frame)
+
+    assert counting.calls == calls

@@ -14,7 +14,7 @@ from pokedge.detection import geometry
 from pokedge.gallery.index import GalleryIndex, Hit
 from pokedge.gallery.store import Gallery
 from pokedge.preprocess import prepare_batch
-from pokedge.recognition.decision import MATCH, NOT_A_CARD, Decision, Thresholds, decide
+from pokedge.recognition.decision import MATCH, NOT_A_CARD, UNKNOWN, Decision, Thresholds, decide
 from pokedge.recognition.printed_number import NumberCheck, PrintedNumber
 
 _log = logging.getLogger(__name__)
@@ -121,17 +121,21 @@ class Recognizer:
         return list(hits)
 
     def unsure(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> list[int]:
-        """Return the indices of detections whose main quad gave no match.
+        """Return the indices of detections whose main quad gave no match and that have other quads to try.
 
-        Each has other quads to try: the detector's alternatives, and the card
-        quads that the main quad could be a strip of (`geometry.strip_extensions`).
+        Other quads are the detector's alternatives and, for a main quad
+        answered unknown (not below the card floor), the card quads that it
+        could be a strip of (`geometry.strip_extensions`).
         """
         if self.max_quads_per_card < 2:
             return []
         best = self._best(crops, hits)
         unsure = []
-        for i in range(len(detections)):
-            if i not in best or decide(best[i][1], self.gallery, self.thresholds).status != MATCH:
+        for i, detection in enumerate(detections):
+            status = decide(best[i][1], self.gallery, self.thresholds).status if i in best else NOT_A_CARD
+            if status == MATCH:
+                continue
+            if detection.alternatives or status == UNKNOWN:
                 unsure.append(i)
         return unsure
 
@@ -147,7 +151,6 @@ class Recognizer:
 
     def alternative_crops(self, frame: np.ndarray, detections: list[Detection], indices: list[int]) -> list["_Crop"]:
         """Warp the alternative quads and strip extensions of the detections at `indices` in both orientations."""
-        # NOTE: the strip extensions cost four crops for every unmatched quad, a card or not.
         quads = [(i, quad) for i in indices
                  for quad in (*detections[i].alternatives[: self.max_quads_per_card - 1],
                               *geometry.strip_extensions(detections[i].quad, frame.shape))]
