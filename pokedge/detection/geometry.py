@@ -59,9 +59,9 @@ def strip_extensions(quad: np.ndarray, frame_shape: tuple[int, ...], min_ratio: 
     text box instead of the whole card. Such a strip spans the card's width
     along its long side. It is wider for its height than a card by
     `min_ratio` to `max_ratio`, so a strip of about half the card looks like
-    a card on its side. The card shares the strip's edge on one long side and extends
-    across the other to the card's aspect. The strip's aspect is measured
-    with perspective undone (`rectified_aspect` in a frame of
+    a card on its side. The card shares the strip's edge on one long side
+    and extends across the other to the card's aspect. The strip's aspect is
+    measured with perspective undone (`rectified_aspect` in a frame of
     `frame_shape`), and its own homography carries the extension. The quads
     are ordered with the strip's long side as the card's width.
     """
