@@ -16,6 +16,7 @@ from pokedge.ocr import RECOGNIZER_FILE, TextReader
 from pokedge.recognition.decision import MATCH, UNKNOWN, Decision
 from pokedge.recognition.printed_number import (
     NumberCheck,
+    RecentReads,
     band_from_card,
     band_from_frame,
     card_number,
@@ -141,12 +142,12 @@ def test_misread_number_with_the_right_total_changes_nothing():
 
 
 @pytest.mark.parametrize("text", ["9/16", "19/16", "119/16", "9/165"])
-def test_cut_off_read_of_the_own_number_changes_nothing(text):
+def test_cut_off_own_number_keeps_match(text):
     original = decision("sv3pt5-119")
     assert check().settle(original, parse_printed_number(text)) == original
 
 
-def test_read_that_is_not_a_piece_of_the_own_number_contradicts():
+def test_foreign_short_read_contradicts():
     settled = check().settle(decision("sv3pt5-119"), parse_printed_number("8/16"))
     assert settled.status == UNKNOWN
 
@@ -238,7 +239,16 @@ def test_open_recognizer_read_numbers(tiny_contract, tiny_gallery):
     without = open_recognizer(sources, "onnx", read_numbers=False)
 
     assert isinstance(with_check.number_check, NumberCheck)
+    assert with_check.number_check.recent is None, "a one-shot scan reads every card"
     assert without.number_check is None
+
+
+def test_service_recognizer_reuses_number_reads(tiny_contract, tiny_gallery):
+    from pokedge.service.recognizers import REUSE_READS_S, load_recognizer
+
+    loaded = load_recognizer(tiny_contract, tiny_gallery, None, "onnx", threads=1)
+
+    assert loaded.recognizer.number_check.recent.max_age_s == REUSE_READS_S
 
 
 def test_damaged_ocr_model_turns_check_off(tmp_path, tiny_contract, tiny_gallery, monkeypatch, caplog):
@@ -257,3 +267,74 @@ def test_damaged_ocr_model_turns_check_off(tmp_path, tiny_contract, tiny_gallery
 
     assert recognizer.number_check is None
     assert "cannot load the OCR model" in caplog.text
+
+
+# --------------------------------------------------------------------------
+# Reusing a read while the card stays in view
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+QUAD = np.array([[420, 80], [860, 120], [830, 740], [390, 700]], np.float32)
+
+
+def test_recent_read_found_in_place():
+    recent = RecentReads(1.0, FakeClock())
+    recent.add("Blastoise", QUAD, parse_printed_number("2/102"))
+
+    assert str(recent.find("Blastoise", QUAD + 5)) == "2/102"
+
+
+def test_recent_read_other_name_or_place():
+    recent = RecentReads(1.0, FakeClock())
+    recent.add("Blastoise", QUAD, parse_printed_number("2/102"))
+
+    assert recent.find("Charmander", QUAD) is None
+    assert recent.find("Blastoise", QUAD + 150) is None
+
+
+def test_recent_read_expires_unless_renewed():
+    clock = FakeClock()
+    recent = RecentReads(1.0, clock)
+    recent.add("Blastoise", QUAD, parse_printed_number("2/102"))
+
+    clock.now += 0.8
+    assert recent.find("Blastoise", QUAD) is not None, "seen again in time: renewed"
+    clock.now += 0.8
+    assert recent.find("Blastoise", QUAD) is not None
+    clock.now += 1.1
+    assert recent.find("Blastoise", QUAD) is None, "unseen for longer than the reuse time"
+
+
+class CountingReader:
+    """Wraps the real text reader and counts the bands it searches for lines."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.bands = 0
+
+    def find_lines(self, image):
+        self.bands += 1
+        return self.reader.find_lines(image)
+
+    def recognize(self, crops):
+        return self.reader.recognize(crops)
+
+
+@pytest.mark.parametrize("recent, bands", [(None, 2), (RecentReads(1.0), 1)], ids=["every frame", "reused"])
+def test_number_check_reads_a_card_in_view_once(reader, recent, bands):
+    counting = CountingReader(reader)
+    number_check = NumberCheck(counting, small_gallery(), TOTALS, recent)
+    frame = place_in_frame(numbered_card("2/102"), QUAD)
+
+    for _ in range(2):
+        _, printed = number_check.apply(decision("base4-2", same_art=["base1-2"]), frame, QUAD)
+        assert str(printed) == "2/102"
+
+    assert counting.bands == bands

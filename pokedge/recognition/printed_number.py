@@ -25,12 +25,15 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
+import time
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
 
+from pokedge.detection import geometry
 from pokedge.gallery.index import Hit
 from pokedge.gallery.store import Gallery
 from pokedge.ocr import TextReader
@@ -47,6 +50,8 @@ MAX_LINE_SHARE = 0.35  # a number line is short: at most this share of the band 
 MIN_LINE_ASPECT = 1.5  # width / height of a number line, "2/102" the shortest
 MAX_LINE_ASPECT = 10.0
 MAX_LINES_READ = 4  # lines recognized at most, nearest a bottom corner first
+REUSE_MIN_IOU = 0.8  # a read is reused for a card of the same name whose quad overlaps the read one this much
+REUSE_MAX_READS = 32  # reads kept at most
 
 # A number and a total: "2/102", "007/091", "110/105". Longer digit runs are misreads, not numbers.
 _NUMBER = re.compile(r"(?<!\d)(\d{1,3})\s*/\s*(\d{2,3})(?!\d)")
@@ -128,23 +133,89 @@ def read_printed_number(reader: TextReader, band: np.ndarray) -> PrintedNumber |
     return None
 
 
-class NumberCheck:
-    """Reads the collector number of matched cards and settles same-art prints and missing reprints with it."""
+@dataclass
+class _Read:
+    name: str
+    quad: np.ndarray
+    printed: PrintedNumber
+    at: float
 
-    def __init__(self, reader: TextReader, gallery: Gallery, totals: Mapping[str, int]):
+
+class RecentReads:
+    """Number reads of the cards in view, so that a card kept in view is read once.
+
+    A read is reused for a card whose top-1 has the same name and whose quad
+    overlaps the read quad by REUSE_MIN_IOU. Each reuse renews it, and a read
+    not reused for `max_age_s` seconds is dropped. A card taken away and
+    replaced by a reprint of the same name is therefore read again, unless
+    the swap takes less than `max_age_s`. The frame loop and the pipeline's
+    workers share one instance, so it takes a lock.
+    """
+
+    def __init__(self, max_age_s: float, clock: Callable[[], float] = time.monotonic):
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._reads: list[_Read] = []
+        self._lock = threading.Lock()
+
+    def find(self, name: str, quad: np.ndarray) -> PrintedNumber | None:
+        """Return the newest fresh read of a card named `name` at about `quad` and renew it, or None."""
+        with self._lock:
+            self._drop_old()
+            for read in reversed(self._reads):
+                if read.name == name and geometry.quad_iou(read.quad, quad) >= REUSE_MIN_IOU:
+                    read.quad = np.asarray(quad, dtype=np.float32)
+                    read.at = self.clock()
+                    return read.printed
+        return None
+
+    def add(self, name: str, quad: np.ndarray, printed: PrintedNumber) -> None:
+        with self._lock:
+            self._reads.append(_Read(name, np.asarray(quad, dtype=np.float32), printed, self.clock()))
+            del self._reads[:-REUSE_MAX_READS]
+
+    def _drop_old(self) -> None:
+        oldest = self.clock() - self.max_age_s
+        self._reads = [read for read in self._reads if read.at >= oldest]
+
+
+class NumberCheck:
+    """Reads the collector number of matched cards and settles same-art prints and missing reprints with it.
+
+    With `recent`, a successful read is reused for the same card in the next
+    frames instead of running OCR again (for the device service, where a
+    card stays in view). One-shot scans and evaluations read every card.
+    """
+
+    def __init__(self, reader: TextReader, gallery: Gallery, totals: Mapping[str, int],
+                 recent: RecentReads | None = None):
         self.reader = reader
         self.gallery = gallery
         self.totals = totals
+        self.recent = recent
 
     def apply(self, decision: Decision, frame: np.ndarray, quad: np.ndarray) -> tuple[Decision, PrintedNumber | None]:
         """Return the decision after the number check, and the number read (None when nothing was read)."""
         if decision.status != MATCH:
             return decision, None
-        band = band_from_frame(frame, quad)
-        printed = read_printed_number(self.reader, band) if band is not None else None
+        printed = self._read(decision, frame, quad)
         if printed is None:
             return decision, None
         return self.settle(decision, printed), printed
+
+    def _read(self, decision: Decision, frame: np.ndarray, quad: np.ndarray) -> PrintedNumber | None:
+        """Read the number at `quad`, or reuse a recent read of the same card at about the same place."""
+        name = self.gallery.cards[decision.hits[0].card_id].name
+        if self.recent is not None:
+            reused = self.recent.find(name, quad)
+            if reused is not None:
+                return reused
+
+        band = band_from_frame(frame, quad)
+        printed = read_printed_number(self.reader, band) if band is not None else None
+        if printed is not None and self.recent is not None:
+            self.recent.add(name, quad, printed)
+        return printed
 
     def settle(self, decision: Decision, printed: PrintedNumber) -> Decision:
         """Reorder the top-1 card and its same-art prints by how well they agree with `printed`."""

@@ -14,7 +14,7 @@ from pokedge.gallery.store import Gallery, check_compatible, load_gallery
 from pokedge.ocr import OCR_DIR, TextReader
 from pokedge.recognition.decision import load_thresholds
 from pokedge.recognition.pipeline import Recognizer
-from pokedge.recognition.printed_number import NumberCheck
+from pokedge.recognition.printed_number import NumberCheck, RecentReads
 
 _log = logging.getLogger(__name__)
 
@@ -58,11 +58,14 @@ def _active_version(data_dir: Path | None) -> RuntimeSources | None:
 
 
 def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int | None = None,
-                    top_k: int = 5, keep_crops: bool = False, read_numbers: bool = True) -> Recognizer:
+                    top_k: int = 5, keep_crops: bool = False, read_numbers: bool = True,
+                    reuse_reads_s: float = 0.0) -> Recognizer:
     """Load the contract, backend, gallery and thresholds, checking that they belong together.
 
     With `read_numbers` and the OCR models present, matched cards also get
-    the printed-number check (pokedge.recognition.printed_number).
+    the printed-number check (pokedge.recognition.printed_number). With
+    `reuse_reads_s` above 0, a number read is reused that many seconds for
+    the same card at the same place, as in a stream of frames.
     """
     onnx_contract = load_contract(sources.onnx_contract)
     hef_contract = load_contract(sources.hef_contract) if sources.hef_contract else None
@@ -79,11 +82,11 @@ def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int
 
     _log.info("recognizer ready: backend %s, model %s, gallery %s (%d rows, %d cards, version %s)",
               engine.name, engine.contract.model_id, gallery_dir, len(gallery), len(gallery.cards), sources.version)
-    number_check = _number_check(gallery) if read_numbers else None
+    number_check = _number_check(gallery, reuse_reads_s) if read_numbers else None
     return Recognizer(engine, gallery, thresholds, top_k=top_k, keep_crops=keep_crops, number_check=number_check)
 
 
-def _number_check(gallery: Gallery) -> NumberCheck | None:
+def _number_check(gallery: Gallery, reuse_reads_s: float = 0.0) -> NumberCheck | None:
     """Return the printed-number check, or None with a warning when the OCR models are missing or unreadable."""
     if not TextReader.available():
         _log.warning("OCR models not found in %s: printed numbers are not read", OCR_DIR)
@@ -94,7 +97,8 @@ def _number_check(gallery: Gallery) -> NumberCheck | None:
         _log.warning("printed-number check disabled, recognition continues without it: %s", exc)
         return None
     _log.info("printed-number check on, with the totals of %d sets", len(gallery.printed_totals))
-    return NumberCheck(reader, gallery, gallery.printed_totals)
+    recent = RecentReads(reuse_reads_s) if reuse_reads_s > 0 else None
+    return NumberCheck(reader, gallery, gallery.printed_totals, recent)
 
 
 def _gallery_for(contract: ModelContract, sources: RuntimeSources) -> Path:

@@ -21,6 +21,9 @@ from pokedge.recognition.runtime import RuntimeSources, open_recognizer, resolve
 
 _log = logging.getLogger(__name__)
 
+# A number read is reused while its card stays matched at the same place, until this many seconds pass unseen.
+REUSE_READS_S = 1.0
+
 
 @dataclass
 class LoadedRecognizer:
@@ -56,7 +59,7 @@ def load_recognizer(model: Path | None, gallery: Path | None, data_dir: Path | N
     """Resolve and open the recognizer; crops are kept so unknown cards can be saved as JPEGs."""
     sources = resolve_sources(model, gallery, data_dir)
     recognizer = open_recognizer(sources, backend, threads=threads, top_k=5, keep_crops=True,
-                                 read_numbers=read_numbers)
+                                 read_numbers=read_numbers, reuse_reads_s=REUSE_READS_S)
     return LoadedRecognizer(recognizer, sources, describe(recognizer, sources))
 
 
