@@ -10,11 +10,14 @@ Two models do the work, both exported from PaddleOCR (Apache-2.0):
 
 Only horizontal lines are read, which is what a rectified card shows. The
 models ship in `models/ocr/`; `TextReader.available()` returns
-whether they are there.
+whether they are there. A `SHA256SUMS` file beside them (the format of
+`sha256sum`) lists their checksums, and a model that does not match is
+not loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -30,6 +33,7 @@ _log = logging.getLogger(__name__)
 OCR_DIR = paths.REPO_ROOT / "models" / "ocr"
 DETECTOR_FILE = "ppocrv4-det.onnx"
 RECOGNIZER_FILE = "ppocrv4-rec.onnx"
+CHECKSUMS_FILE = "SHA256SUMS"
 
 DET_THRESHOLD = 0.3  # probability above which a pixel is text
 DET_BOX_SCORE = 0.5  # mean probability a line box must reach
@@ -49,6 +53,7 @@ class TextReader:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        _verify_checksums(folder)
         self.detector = _open(ort, folder / DETECTOR_FILE, options)
         self.recognizer = _open(ort, folder / RECOGNIZER_FILE, options)
         self.charset = _charset(self.recognizer, folder / RECOGNIZER_FILE)
@@ -101,6 +106,24 @@ class TextReader:
             return "", 0.0
         text = "".join(self.charset[i - 1] for i in best[keep])
         return text, float(scores[keep, best[keep]].mean())
+
+
+def _verify_checksums(folder: Path) -> None:
+    """Check the models against `folder/SHA256SUMS` when the file exists; raise BackendError on a mismatch."""
+    listing = folder / CHECKSUMS_FILE
+    if not listing.is_file():
+        return
+    for line in listing.read_text().splitlines():
+        if not line.strip():
+            continue
+        expected, _, name = line.partition("  ")
+        path = folder / name.strip()
+        if not path.is_file():
+            continue  # a missing model gets its own error when it is opened
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != expected.strip().lower():
+            raise BackendError(f"OCR model {path} has sha256 {actual}, but {listing} lists {expected.strip()}; "
+                               f"the file is damaged or replaced, restore models/ocr/ from git")
 
 
 def _open(ort, path: Path, options):

@@ -338,3 +338,27 @@ def test_number_check_reads_a_card_in_view_once(reader, recent, bands):
         assert str(printed) == "2/102"
 
     assert counting.bands == bands
+
+
+def _ocr_copy(folder):
+    from pokedge import ocr
+
+    for name in (ocr.DETECTOR_FILE, ocr.RECOGNIZER_FILE, ocr.CHECKSUMS_FILE):
+        (folder / name).write_bytes((ocr.OCR_DIR / name).read_bytes())
+    return folder
+
+
+def test_intact_ocr_models_pass_their_checksums(tmp_path):
+    assert TextReader(_ocr_copy(tmp_path)).charset
+
+
+def test_changed_ocr_model_fails_its_checksum(tmp_path):
+    from pokedge import ocr
+
+    folder = _ocr_copy(tmp_path)
+    model = bytearray((folder / ocr.RECOGNIZER_FILE).read_bytes())
+    model[len(model) // 2] ^= 0xFF  # one flipped byte in the middle of the file
+    (folder / ocr.RECOGNIZER_FILE).write_bytes(bytes(model))
+
+    with pytest.raises(BackendError, match="ppocrv4-rec.onnx has sha256"):
+        TextReader(folder)
