@@ -17,7 +17,6 @@ not loaded.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from pathlib import Path
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from pokedge import paths
+from pokedge.contract import file_sha256
 from pokedge.errors import BackendError
 
 _log = logging.getLogger(__name__)
@@ -113,16 +113,18 @@ def _verify_checksums(folder: Path) -> None:
     listing = folder / CHECKSUMS_FILE
     if not listing.is_file():
         return
-    for line in listing.read_text().splitlines():
-        if not line.strip():
-            continue
-        expected, _, name = line.partition("  ")
-        path = folder / name.strip()
+
+    for line in filter(str.strip, listing.read_text().splitlines()):
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise BackendError(f"{listing}: invalid line {line!r}, expected '<sha256>  <file>' as sha256sum writes")
+        expected, name = fields[0].lower(), fields[1].lstrip("*")  # "*" marks binary mode in sha256sum output
+        path = folder / name
         if not path.is_file():
             continue  # a missing model gets its own error when it is opened
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != expected.strip().lower():
-            raise BackendError(f"OCR model {path} has sha256 {actual}, but {listing} lists {expected.strip()}; "
+        actual = file_sha256(path)
+        if actual != expected:
+            raise BackendError(f"OCR model {path} has sha256 {actual}, but {listing} lists {expected}; "
                                f"the file is damaged or replaced, restore models/ocr/ from git")
 
 

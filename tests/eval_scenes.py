@@ -1,4 +1,4 @@
-"""Scenes of `pokedge eval --synthetic 1000 --seed 1000`, rendered again one at a time.
+"""Scenes of `pokedge eval --synthetic 1000` (its default seed), rendered again one at a time.
 
 A scene is rendered from the generator state recorded just before its card
 was drawn, so a regression case costs one render instead of all the scenes

@@ -79,7 +79,7 @@ def test_calibrate_with_given_names_writes_thresholds(tiny_contract, tiny_galler
     assert saved["report"]["unknown_names"] == 2
 
 
-def test_held_out_cards_never_match_themselves(tiny_recognizer, synthetic_cards):
+def test_held_out_never_self_matched(tiny_recognizer, synthetic_cards):
     rows = read_cards_csv(synthetic_cards / "cards.csv")
     permissive = Recognizer(tiny_recognizer.backend, tiny_recognizer.gallery, PERMISSIVE, index=tiny_recognizer.index)
 
@@ -91,7 +91,7 @@ def test_held_out_cards_never_match_themselves(tiny_recognizer, synthetic_cards)
     assert not held_out_ids & set(report["matched_cards"]), "the held-out cards must be out of the searched gallery"
 
 
-def test_strict_thresholds_match_no_held_out_card(tiny_recognizer, synthetic_cards):
+def test_held_out_strict_matches_none(tiny_recognizer, synthetic_cards):
     rows = read_cards_csv(synthetic_cards / "cards.csv")
     strict = Recognizer(tiny_recognizer.backend, tiny_recognizer.gallery, Thresholds(0.999, 0.5, -1.0),
                         index=tiny_recognizer.index)
@@ -102,7 +102,7 @@ def test_strict_thresholds_match_no_held_out_card(tiny_recognizer, synthetic_car
     assert report["matched_n"] == 0
 
 
-def test_eval_held_out_needs_the_names(tiny_contract, tiny_gallery, synthetic_cards):
+def test_held_out_needs_names(tiny_contract, tiny_gallery, synthetic_cards):
     command = [sys.executable, "-m", "pokedge", "eval", "--held-out", "2", "--model", str(tiny_contract),
                "--gallery", str(tiny_gallery), "--cards", str(synthetic_cards / "cards.csv")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -111,7 +111,7 @@ def test_eval_held_out_needs_the_names(tiny_contract, tiny_gallery, synthetic_ca
     assert "--unknown-names" in done.stderr
 
 
-def test_eval_held_out_prints_the_figure(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
+def test_held_out_prints_figure(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("Mon03\n")
     command = [sys.executable, "-m", "pokedge", "eval", "--held-out", "3", "--unknown-names", str(names), "--json",

@@ -111,7 +111,7 @@ def _projected(points: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("top, bottom", [(-44, 5), (-3, 44)], ids=["upper part", "lower part"])
-def test_strip_extensions_find_the_card_of_a_strip(top, bottom):
+def test_strip_extensions_find_card(top, bottom):
     card = _projected(np.array([[-31.5, -44], [31.5, -44], [31.5, 44], [-31.5, 44]]))
     strip = geometry.order_corners(_projected(np.array([[-31.5, top], [31.5, top], [31.5, bottom], [-31.5, bottom]])))
 

@@ -1,6 +1,6 @@
 """Synthetic scenes on which the detector once missed the card, each with the fault it exposed.
 
-Every case is one scene of `pokedge eval --synthetic 1000 --seed 1000`,
+Every case is one scene of `pokedge eval --synthetic 1000`,
 rendered again by tests/eval_scenes.py. The scenes show real gallery scans,
 so these tests skip when ../shared/data is absent.
 """

@@ -136,7 +136,7 @@ def test_unmatched_main_quad_gets_a_second_look(tiny_recognizer, synthetic_cards
     assert set(result.timings_ms) >= {"detect", "preprocess", "embed", "search"}
 
 
-def test_upper_part_of_a_card_finds_the_card(tiny_recognizer, synthetic_cards):
+def test_card_upper_part_finds_card(tiny_recognizer, synthetic_cards):
     from pokedge.detection.types import Detection
 
     rows = _rows(synthetic_cards)
@@ -155,7 +155,7 @@ def test_upper_part_of_a_card_finds_the_card(tiny_recognizer, synthetic_cards):
 
 
 @pytest.mark.parametrize("card_floor, calls", [(-1.0, [2, 4]), (0.999, [2])], ids=["unknown", "not a card"])
-def test_strip_extensions_only_for_unknown_quads(tiny_recognizer, card_floor, calls):
+def test_strip_extensions_unknown_only(tiny_recognizer, card_floor, calls):
     from pokedge.detection.types import Detection
 
     rng = np.random.default_rng(99)

@@ -243,7 +243,7 @@ def test_open_recognizer_read_numbers(tiny_contract, tiny_gallery):
     assert without.number_check is None
 
 
-def test_service_recognizer_reuses_number_reads(tiny_contract, tiny_gallery):
+def test_service_reuses_number_reads(tiny_contract, tiny_gallery):
     from pokedge.service.recognizers import REUSE_READS_S, load_recognizer
 
     loaded = load_recognizer(tiny_contract, tiny_gallery, None, "onnx", threads=1)
@@ -328,7 +328,7 @@ class CountingReader:
 
 
 @pytest.mark.parametrize("recent, bands", [(None, 2), (RecentReads(1.0), 1)], ids=["every frame", "reused"])
-def test_number_check_reads_a_card_in_view_once(reader, recent, bands):
+def test_card_in_view_read_once(reader, recent, bands):
     counting = CountingReader(reader)
     number_check = NumberCheck(counting, small_gallery(), TOTALS, recent)
     frame = place_in_frame(numbered_card("2/102"), QUAD)
@@ -348,11 +348,11 @@ def _ocr_copy(folder):
     return folder
 
 
-def test_intact_ocr_models_pass_their_checksums(tmp_path):
+def test_intact_ocr_models_pass(tmp_path):
     assert TextReader(_ocr_copy(tmp_path)).charset
 
 
-def test_changed_ocr_model_fails_its_checksum(tmp_path):
+def test_changed_ocr_model_rejected(tmp_path):
     from pokedge import ocr
 
     folder = _ocr_copy(tmp_path)

@@ -1,6 +1,6 @@
 """Synthetic scenes that the shipped recognizer once got wrong, each with its expected result.
 
-Every case is one scene of `pokedge eval --synthetic 1000 --seed 1000`,
+Every case is one scene of `pokedge eval --synthetic 1000`,
 rendered again by tests/eval_scenes.py and recognized with the shipped model,
 gallery and thresholds. The scenes show real gallery scans, so these tests
 skip when ../shared/data is absent.

@@ -149,7 +149,8 @@ def evaluate_held_out(recognizer: Recognizer, rows: list[ScanRow], names: set[st
 
     gallery_rows, held_out_rows = split_holdout(rows, 0.0, seed, names)
     if not held_out_rows or not gallery_rows:
-        raise ValueError("the held-out names must name some cards of the cards CSV, and not all of them")
+        raise ValueError(f"invalid held-out names: they match {len(held_out_rows)} of {len(rows)} cards; "
+                         "give names of some cards of the cards CSV, not of all")
     reduced = subset_gallery(recognizer.gallery, {row.card.card_id for row in gallery_rows})
     held_out = Recognizer(recognizer.backend, reduced, recognizer.thresholds, recognizer.detector,
                           GalleryIndex(reduced, cache=False), top_k=recognizer.top_k,

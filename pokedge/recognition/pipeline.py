@@ -123,9 +123,9 @@ class Recognizer:
     def unsure(self, detections: list[Detection], crops: list["_Crop"], hits: list[list[Hit]]) -> list[int]:
         """Return the indices of detections whose main quad gave no match and that have other quads to try.
 
-        Other quads are the detector's alternatives and, for a main quad
-        answered unknown (not below the card floor), the card quads that it
-        could be a strip of (`geometry.strip_extensions`).
+        Other quads are the detector's alternatives and, when the main quad's
+        decision is unknown (not below the card floor), the card quads that
+        it could be a strip of (`geometry.strip_extensions`).
         """
         if self.max_quads_per_card < 2:
             return []

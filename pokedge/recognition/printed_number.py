@@ -80,7 +80,7 @@ def parse_printed_number(text: str, confidence: float = 1.0) -> PrintedNumber | 
 
 
 def is_partial_read(printed: PrintedNumber, number: int, total: int) -> bool:
-    """True when `printed` could be `number`/`total` with outer digits cut off: "9/16" of "119/165"."""
+    """Return True when `printed` could be `number`/`total` with outer digits cut off: "9/16" of "119/165"."""
     return str(number).endswith(str(printed.number)) and str(total).startswith(str(printed.total))
 
 
@@ -180,7 +180,7 @@ class RecentReads:
 
 
 class NumberCheck:
-    """Reads the collector number of matched cards and settles same-art prints and missing reprints with it.
+    """The collector-number check: OCR of matched cards, which settles same-art prints and missing reprints.
 
     With `recent`, a successful read is reused for the same card in the next
     frames instead of running OCR again (for the device service, where a
@@ -244,7 +244,7 @@ class NumberCheck:
         return 2 if total == printed.total else 0
 
     def contradicts(self, card_id: str, printed: PrintedNumber) -> bool:
-        """True when the card's number and its set's known total both differ from `printed`.
+        """Return True when the card's number and its set's known total both differ from `printed`.
 
         A read that is a cut-off piece of the card's own number ("9/16" of
         "119/165", when the text box missed the outer digits) is no
