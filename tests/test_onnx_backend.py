@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pokedge.backends.onnx import OnnxBackend
+from pokedge.backends.onnx import MAX_BATCH, OnnxBackend
 from pokedge.contract import load_contract
 from pokedge.errors import BackendError
 from tiny_model import build_tiny_model
@@ -23,6 +23,25 @@ def test_batch_equals_single_calls(tiny_contract):
     images = np.random.default_rng(1).integers(0, 256, (4, 224, 224, 3), dtype=np.uint8)
     batch = backend.embed(images)
     single = np.concatenate([backend.embed(images[i : i + 1]) for i in range(4)])
+    assert np.allclose(batch, single, atol=1e-5)
+
+
+def test_large_batch_split_into_calls(tiny_contract):
+    backend = OnnxBackend(load_contract(tiny_contract))
+    images = np.random.default_rng(2).integers(0, 256, (2 * MAX_BATCH + 1, 224, 224, 3), dtype=np.uint8)
+    single = np.concatenate([backend.embed(images[i : i + 1]) for i in range(len(images))])
+
+    calls = []
+    run = backend._run
+
+    def counted_run(tensor):
+        calls.append(len(tensor))
+        return run(tensor)
+
+    backend._run = counted_run
+    batch = backend.embed(images)
+
+    assert calls == [MAX_BATCH, MAX_BATCH, 1]
     assert np.allclose(batch, single, atol=1e-5)
 
 
