@@ -168,3 +168,17 @@ def test_strip_extensions_unknown_only(tiny_recognizer, card_floor, calls):
     recognizer.recognize(scene.frame)
 
     assert counting.calls == calls
+
+
+def test_strip_extensions_switched_off(tiny_recognizer, synthetic_cards):
+    rows = _rows(synthetic_cards)
+    scene = _scene(rows, 5, seed=11, conditions=("clean",))
+    counting = _CountingBackend(tiny_recognizer.backend)
+    recognizer = Recognizer(counting, tiny_recognizer.gallery, Thresholds(0.85, 0.0, 0.1), index=tiny_recognizer.index,
+                            strip_extensions=False)
+    _with_alternative(recognizer, scene, np.float32([[0, 0], [120, 0], [120, 170], [0, 170]]))
+
+    result = recognizer.recognize(scene.frame)
+
+    assert counting.calls == [2, 2], "then only the alternative, both ways up"
+    assert result.cards[0].card_id == rows[5].card.card_id

@@ -159,3 +159,18 @@ def test_read_numbers_file_and_flag(tmp_path):
 
     args = parser.parse_args(["serve"])
     assert serve.load_service_config(args).read_numbers is True
+
+
+def test_strip_extensions_from_file(tmp_path):
+    import argparse
+
+    from pokedge.commands import serve
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers())
+
+    args = parser.parse_args(["serve", "--config", str(write(tmp_path, "[serve]\nstrip_extensions = false\n"))])
+    assert serve.load_service_config(args).strip_extensions is False
+
+    args = parser.parse_args(["serve"])
+    assert serve.load_service_config(args).strip_extensions is True

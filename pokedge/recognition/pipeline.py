@@ -66,7 +66,7 @@ class Recognizer:
     def __init__(self, backend: Backend, gallery: Gallery, thresholds: Thresholds,
                  detector: CardDetector | None = None, index: GalleryIndex | None = None,
                  top_k: int = 5, max_quads_per_card: int = 3, keep_crops: bool = False,
-                 number_check: NumberCheck | None = None):
+                 number_check: NumberCheck | None = None, strip_extensions: bool = True):
         self.backend = backend
         self.gallery = gallery
         self.thresholds = thresholds
@@ -76,6 +76,7 @@ class Recognizer:
         self.max_quads_per_card = max_quads_per_card
         self.keep_crops = keep_crops
         self.number_check = number_check
+        self.strip_extensions = strip_extensions
 
     def recognize(self, frame: np.ndarray) -> FrameResult:
         """Find, embed and identify every card in a BGR frame.
@@ -124,8 +125,9 @@ class Recognizer:
         """Return the indices of detections whose main quad gave no match and that have other quads to try.
 
         Other quads are the detector's alternatives and, when the main quad's
-        decision is unknown (not below the card floor), the card quads that
-        it could be a strip of (`geometry.strip_extensions`).
+        decision is unknown (not below the card floor) and `strip_extensions`
+        is on, the card quads that it could be a strip of
+        (`geometry.strip_extensions`).
         """
         if self.max_quads_per_card < 2:
             return []
@@ -135,7 +137,7 @@ class Recognizer:
             status = decide(best[i][1], self.gallery, self.thresholds).status if i in best else NOT_A_CARD
             if status == MATCH:
                 continue
-            if detection.alternatives or status == UNKNOWN:
+            if detection.alternatives or (status == UNKNOWN and self.strip_extensions):
                 unsure.append(i)
         return unsure
 
@@ -151,9 +153,11 @@ class Recognizer:
 
     def alternative_crops(self, frame: np.ndarray, detections: list[Detection], indices: list[int]) -> list["_Crop"]:
         """Warp the alternative quads and strip extensions of the detections at `indices` in both orientations."""
-        quads = [(i, quad) for i in indices
-                 for quad in (*detections[i].alternatives[: self.max_quads_per_card - 1],
-                              *geometry.strip_extensions(detections[i].quad, frame.shape))]
+        quads = []
+        for i in indices:
+            quads += [(i, quad) for quad in detections[i].alternatives[: self.max_quads_per_card - 1]]
+            if self.strip_extensions:
+                quads += [(i, quad) for quad in geometry.strip_extensions(detections[i].quad, frame.shape)]
         return self._crops(frame, quads)
 
     @staticmethod

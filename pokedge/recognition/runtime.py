@@ -59,13 +59,15 @@ def _active_version(data_dir: Path | None) -> RuntimeSources | None:
 
 def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int | None = None,
                     top_k: int = 5, keep_crops: bool = False, read_numbers: bool = True,
-                    reuse_reads_s: float = 0.0) -> Recognizer:
+                    reuse_reads_s: float = 0.0, strip_extensions: bool = True) -> Recognizer:
     """Load the contract, backend, gallery and thresholds, checking that they belong together.
 
     With `read_numbers` and the OCR models present, matched cards also get
     the printed-number check (pokedge.recognition.printed_number). With
     `reuse_reads_s` above 0, a number read is reused that many seconds for
-    the same card at the same place, as in a stream of frames.
+    the same card at the same place, as in a stream of frames. Without
+    `strip_extensions`, the second look of an unknown card tries only the
+    detector's alternative quads (fewer crops on a CPU-only device).
     """
     onnx_contract = load_contract(sources.onnx_contract)
     hef_contract = load_contract(sources.hef_contract) if sources.hef_contract else None
@@ -83,7 +85,8 @@ def open_recognizer(sources: RuntimeSources, backend: str = "auto", threads: int
     _log.info("recognizer ready: backend %s, model %s, gallery %s (%d rows, %d cards, version %s)",
               engine.name, engine.contract.model_id, gallery_dir, len(gallery), len(gallery.cards), sources.version)
     number_check = _number_check(gallery, reuse_reads_s) if read_numbers else None
-    return Recognizer(engine, gallery, thresholds, top_k=top_k, keep_crops=keep_crops, number_check=number_check)
+    return Recognizer(engine, gallery, thresholds, top_k=top_k, keep_crops=keep_crops, number_check=number_check,
+                      strip_extensions=strip_extensions)
 
 
 def _number_check(gallery: Gallery, reuse_reads_s: float = 0.0) -> NumberCheck | None:

@@ -40,6 +40,7 @@ class ServiceConfig:
     threads: int | None = None
     recognition: str = "auto"  # sequential, pipelined, or auto: pipelined on at least 2 usable cores
     read_numbers: bool = True  # OCR of the collector number on matched cards
+    strip_extensions: bool = True  # second look at the whole-card quads around an unknown card's quad
     loop: bool = False
     realtime: bool = True  # False plays files and folders as fast as possible
     folder_fps: float = 5.0

@@ -55,11 +55,12 @@ def describe(recognizer: Recognizer, sources: RuntimeSources) -> dict[str, Any]:
 
 
 def load_recognizer(model: Path | None, gallery: Path | None, data_dir: Path | None, backend: str,
-                    threads: int | None, read_numbers: bool = True) -> LoadedRecognizer:
+                    threads: int | None, read_numbers: bool = True, strip_extensions: bool = True) -> LoadedRecognizer:
     """Resolve and open the recognizer; crops are kept so unknown cards can be saved as JPEGs."""
     sources = resolve_sources(model, gallery, data_dir)
     recognizer = open_recognizer(sources, backend, threads=threads, top_k=5, keep_crops=True,
-                                 read_numbers=read_numbers, reuse_reads_s=REUSE_READS_S)
+                                 read_numbers=read_numbers, reuse_reads_s=REUSE_READS_S,
+                                 strip_extensions=strip_extensions)
     return LoadedRecognizer(recognizer, sources, describe(recognizer, sources))
 
 
