@@ -1244,11 +1244,11 @@ def _apply_camera(frame: np.ndarray, rng: np.random.Generator, chosen: set[str])
 def _apply_blur(frame: np.ndarray, rng: np.random.Generator, chosen: set[str], scale: float) -> np.ndarray:
     blurred = False
     if "blur" in chosen:
-        frame = _filter_reduced(frame, _disk_kernel, rng.uniform(2, 6) * scale, max_full_size=2.5)
+        frame = _filter_reduced(frame, disk_kernel, rng.uniform(2, 6) * scale, max_full_size=2.5)
         blurred = True
     if "motion_blur" in chosen:
         angle = rng.uniform(0, 180)
-        frame = _filter_reduced(frame, lambda length: _motion_kernel(length, angle), rng.uniform(8, 28) * scale,
+        frame = _filter_reduced(frame, lambda length: motion_kernel(length, angle), rng.uniform(8, 28) * scale,
                                 max_full_size=10)
         blurred = True
     if not blurred and rng.random() < 0.5:
@@ -1271,7 +1271,7 @@ def _filter_reduced(frame: np.ndarray, make_kernel, size_px: float, max_full_siz
     return cv2.resize(half, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _disk_kernel(radius: float) -> np.ndarray:
+def disk_kernel(radius: float) -> np.ndarray:
     """Build an anti-aliased disk kernel of `radius` px, the point spread of a defocused lens."""
     size = 2 * math.ceil(radius) + 1
     coords = np.arange(size, dtype=np.float32) - size // 2
@@ -1280,7 +1280,7 @@ def _disk_kernel(radius: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     """Build an anti-aliased line kernel of `length` px at `angle_deg`, the point spread of a linear shake."""
     size = 2 * math.ceil(length / 2) + 1
     kernel = np.zeros((size, size), np.uint8)

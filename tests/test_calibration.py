@@ -79,6 +79,35 @@ def test_calibrate_with_given_names_writes_thresholds(tiny_contract, tiny_galler
     assert saved["report"]["unknown_names"] == 2
 
 
+def test_blur_only_keeps_main_pair(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(tiny_gallery, gallery)
+    kept = Thresholds(match_score=0.91, match_margin=0.07, card_floor=0.2, calibrated=True, producer="tests-tiny-pool16:1")
+    kept.save(gallery / "thresholds.json")
+
+    command = [sys.executable, "-m", "pokedge", "calibrate", "--scenes", "8", "--blur-only", "--model",
+               str(tiny_contract), "--gallery", str(gallery), "--cards", str(synthetic_cards / "cards.csv")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((gallery / "thresholds.json").read_text())
+    assert (saved["match_score"], saved["match_margin"], saved["card_floor"]) == (0.91, 0.07, 0.2)
+    assert "blur_unknown_matched" in saved["report"] or saved["report"].get("blur_check") == "off"
+
+
+def test_blur_only_needs_calibrated_pair(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(tiny_gallery, gallery)
+
+    command = [sys.executable, "-m", "pokedge", "calibrate", "--scenes", "8", "--blur-only", "--model",
+               str(tiny_contract), "--gallery", str(gallery), "--cards", str(synthetic_cards / "cards.csv")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    assert done.returncode != 0
+    assert "without --blur-only" in done.stderr
+    assert not (gallery / "thresholds.json").exists()
+
+
 def test_held_out_never_self_matched(tiny_recognizer, synthetic_cards):
     rows = read_cards_csv(synthetic_cards / "cards.csv")
     permissive = Recognizer(tiny_recognizer.backend, tiny_recognizer.gallery, PERMISSIVE, index=tiny_recognizer.index)

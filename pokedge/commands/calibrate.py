@@ -13,7 +13,7 @@ from pokedge.errors import PokedgeError
 from pokedge.evaluation.calibration import calibrate
 from pokedge.gallery.build import read_cards_csv
 from pokedge.progress import Progress
-from pokedge.recognition.decision import FILENAME
+from pokedge.recognition.decision import FILENAME, Thresholds
 from pokedge.recognition.runtime import open_recognizer, resolve_sources
 
 _log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def register(subparsers) -> None:
                         help="text file of card names, one per line, to hold out as unknown cards instead of a "
                              "random --holdout share; give the names the model was not trained on")
     parser.add_argument("--seed", type=int, default=1, help="seed of the renders; evaluation uses other seeds")
+    parser.add_argument("--blur-only", action="store_true",
+                        help="keep the match score, margin and card floor of the gallery's thresholds.json and fit "
+                             "only the pair of the blurred-reference check")
     parser.add_argument("--dry-run", action="store_true", help="print the thresholds without writing them")
     add_runtime_options(parser)
     parser.set_defaults(func=run)
@@ -48,18 +51,32 @@ def run(args: argparse.Namespace) -> int:
     recognizer = open_recognizer(sources, "onnx" if args.backend == "auto" else args.backend, threads=args.threads,
                                  read_numbers=False)  # the thresholds are fitted on the embedding alone
     try:
+        keep = _kept_pair(recognizer) if args.blur_only else None
         thresholds = calibrate(recognizer, rows, args.scenes, args.seed, args.holdout,
-                               progress_factory=lambda label: Progress(label), unknown_names=unknown_names)
+                               progress_factory=lambda label: Progress(label), unknown_names=unknown_names,
+                               keep=keep)
     finally:
         recognizer.backend.close()
 
     print(json.dumps({"match_score": thresholds.match_score, "match_margin": thresholds.match_margin,
-                      "card_floor": thresholds.card_floor, **thresholds.report}, indent=2))
+                      "card_floor": thresholds.card_floor, "blur_score": thresholds.blur_score,
+                      "blur_margin": thresholds.blur_margin, **thresholds.report}, indent=2))
     if not args.dry_run:
         target = Path(sources.gallery_dir) / FILENAME
         thresholds.save(target)
         print(f"thresholds written to {target}")
     return 0
+
+
+def _kept_pair(recognizer) -> Thresholds:
+    """Return the recognizer's calibrated thresholds for --blur-only; raise PokedgeError when they are defaults."""
+    if not recognizer.thresholds.calibrated:
+        raise PokedgeError(f"--blur-only keeps the calibrated thresholds of {recognizer.gallery.path}, which has none; "
+                           f"run 'pokedge calibrate' without --blur-only first")
+    if recognizer.gallery.blurred is None:
+        raise PokedgeError(f"--blur-only fits the blurred-reference check, but {recognizer.gallery.path} has no "
+                           f"blurred references; rebuild it with 'pokedge gallery build'")
+    return recognizer.thresholds
 
 
 def read_names(path: Path, rows) -> set[str]:

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     build.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
     build.add_argument("--no-totals", action="store_true",
                        help="skip reading the printed set totals from the scans (OCR of up to 24 scans a set)")
+    build.add_argument("--no-blurred", action="store_true",
+                       help="skip the blurred references (each scan embedded again under 5 camera blurs)")
     build.set_defaults(func=run_build)
 
     info = actions.add_parser("info", help="validate a gallery folder and print its summary")
@@ -49,7 +51,8 @@ def run_build(args: argparse.Namespace) -> int:
     backend = OnnxBackend(load_contract(args.model), threads=args.threads)
     try:
         build_gallery(rows, backend, args.out, resume=not args.no_resume, progress=Progress("embedding scans"),
-                      views=args.views, view_seed=args.view_seed, read_totals=not args.no_totals)
+                      views=args.views, view_seed=args.view_seed, read_totals=not args.no_totals,
+                      blurred=not args.no_blurred, blurred_progress=Progress("blurred references"))
     finally:
         backend.close()
     print(f"gallery written to {args.out}: {len(rows)} scans, model {backend.contract.model_id}")
@@ -68,6 +71,7 @@ def run_info(args: argparse.Namespace) -> int:
         "cards": len(gallery.cards),
         "sets": len(sets),
         "ids_with_several_rows": len(duplicates),
+        "blurred_references": gallery.blurred.vectors.shape[1] if gallery.blurred is not None else 0,
         "created_at": gallery.manifest.get("created_at"),
     }
     print(json.dumps(summary, indent=2))

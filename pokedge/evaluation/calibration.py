@@ -14,7 +14,10 @@ Three kinds of query are collected with the real pipeline:
 
 The thresholds are picked by grid search: the most correct matches, with a
 penalty for wrong matches, while at most `max_unknown_accept` of the unknown
-queries would be matched.
+queries would be matched. When the gallery has blurred references, the
+pair of the blurred-reference check is then fitted the same way on the
+queries that the main pair leaves unmatched, each rescored against its
+candidates' blurred rows (`pokedge.recognition.blur_check`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from pokedge.gallery.build import ScanRow
 from pokedge.gallery.index import GalleryIndex
 from pokedge.gallery.store import Gallery
 from pokedge.evaluation.synthetic import ScanCache, match_to_truth, render_cases
-from pokedge.recognition.decision import Thresholds
-from pokedge.recognition.pipeline import Recognizer
+from pokedge.recognition import blur_check
+from pokedge.recognition.decision import Thresholds, name_margin
+from pokedge.recognition.pipeline import CardResult, Recognizer
 
 _log = logging.getLogger(__name__)
 
@@ -47,9 +51,29 @@ class Samples:
     margins: list[float] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
     missed: int = 0
+    # the same three after the blurred-reference rescoring (empty when the gallery has no blurred rows)
+    blur_scores: list[float] = field(default_factory=list)
+    blur_margins: list[float] = field(default_factory=list)
+    blur_correct: list[bool] = field(default_factory=list)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.asarray(self.scores), np.asarray(self.margins), np.asarray(self.correct, dtype=bool)
+
+    def blur_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.asarray(self.blur_scores), np.asarray(self.blur_margins),
+                np.asarray(self.blur_correct, dtype=bool))
+
+    def add(self, card: CardResult, gallery: Gallery, true_name: str | None) -> None:
+        """Record one recognized card; `true_name` None marks a query whose every match is wrong."""
+        self.scores.append(card.score)
+        self.margins.append(card.margin)
+        self.correct.append(true_name is not None and gallery.cards[card.card_id].name == true_name)
+        if gallery.blurred is None or card.embedding is None:
+            return
+        rescored = blur_check.rescore(card.hits, card.embedding, gallery)
+        self.blur_scores.append(rescored[0].score)
+        self.blur_margins.append(name_margin(rescored, gallery))
+        self.blur_correct.append(true_name is not None and gallery.cards[rescored[0].card_id].name == true_name)
 
 
 def split_holdout(rows: list[ScanRow], fraction: float, seed: int,
@@ -78,6 +102,7 @@ def subset_gallery(gallery: Gallery, card_ids: set[str]) -> Gallery:
         cards={cid: gallery.cards[cid] for cid in card_ids if cid in gallery.cards},
         manifest=dict(gallery.manifest),
         path=gallery.path,
+        blurred=gallery.blurred.subset(card_ids) if gallery.blurred is not None else None,
     )
 
 
@@ -92,9 +117,7 @@ def collect(recognizer: Recognizer, rows: list[ScanRow], count: int, seed: int,
         if card is None:
             samples.missed += 1
         else:
-            samples.scores.append(card.score)
-            samples.margins.append(card.margin)
-            samples.correct.append(recognizer.gallery.cards[card.card_id].name == case.row.card.name)
+            samples.add(card, recognizer.gallery, case.row.card.name)
         if progress:
             progress(n, count)
     return samples
@@ -111,14 +134,13 @@ def collect_made_up(recognizer: Recognizer, count: int, seed: int,
         if card is None:
             samples.missed += 1
             continue
-        samples.scores.append(card.score)
-        samples.margins.append(card.margin)
-        samples.correct.append(False)
+        samples.add(card, recognizer.gallery, None)
     return samples
 
 
 def _merge(a: Samples, b: Samples) -> Samples:
-    return Samples(a.scores + b.scores, a.margins + b.margins, a.correct + b.correct, a.missed + b.missed)
+    return Samples(a.scores + b.scores, a.margins + b.margins, a.correct + b.correct, a.missed + b.missed,
+                   a.blur_scores + b.blur_scores, a.blur_margins + b.blur_margins, a.blur_correct + b.blur_correct)
 
 
 def collect_background(recognizer: Recognizer, count: int, seed: int,
@@ -129,9 +151,7 @@ def collect_background(recognizer: Recognizer, count: int, seed: int,
     for _ in range(count):
         frame = synth.render_background(rng, frame_size)
         for card in recognizer.recognize(frame).cards:
-            samples.scores.append(card.score)
-            samples.margins.append(card.margin)
-            samples.correct.append(False)
+            samples.add(card, recognizer.gallery, None)
     return samples
 
 
@@ -170,6 +190,57 @@ def fit(known: Samples, unknown: Samples, background: Samples, max_unknown_accep
     return thresholds, _summary(thresholds, known, unknown, background)
 
 
+def fit_blur_check(thresholds: Thresholds, known: Samples, unknown: Samples, background: Samples,
+                   max_unknown_accept: float = 0.01, unknown_penalty: float = 2.0,
+                   wrong_penalty: float = 2.0) -> dict[str, Any]:
+    """Grid-search the blurred-reference pair on the queries that `thresholds` leave unknown; set it in place.
+
+    A query the main pair matches, or one below the card floor, never
+    reaches the check. Unknown cards matched by the check cost twice what a
+    gained card is worth, and on ties the higher pair wins. Background quads
+    must never be matched. Returns the report entries of the check.
+    """
+    def reaching(samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        score, margin, _ = samples.arrays()
+        b_score, b_margin, b_correct = samples.blur_arrays()
+        if len(b_score) != len(score):
+            raise ValueError("every sample needs blurred-reference scores to fit the check")
+        unknown_main = (score >= thresholds.card_floor) & ~((score >= thresholds.match_score)
+                                                            & (margin >= thresholds.match_margin))
+        return b_score[unknown_main], b_margin[unknown_main], b_correct[unknown_main]
+
+    k_score, k_margin, k_correct = reaching(known)
+    u_score, u_margin, _ = reaching(unknown)
+    b_score, b_margin, _ = reaching(background)
+    known_total, unknown_total = max(len(known.scores), 1), max(len(unknown.scores), 1)
+
+    best: tuple[float, float, float] | None = None
+    for t_score in np.arange(0.45, 0.8, 0.01):
+        for t_margin in np.arange(0.05, 0.3, 0.01):
+            accept_known = (k_score >= t_score) & (k_margin >= t_margin)
+            unknown_rate = ((u_score >= t_score) & (u_margin >= t_margin)).sum() / unknown_total
+            if unknown_rate > max_unknown_accept or ((b_score >= t_score) & (b_margin >= t_margin)).any():
+                continue
+            gain = ((accept_known & k_correct).sum() - wrong_penalty * (accept_known & ~k_correct).sum()) / known_total
+            gain -= unknown_penalty * unknown_rate
+            candidate = (round(float(gain), 6), float(t_score), float(t_margin))
+            if best is None or candidate > best:
+                best = candidate
+    if best is None or best[0] <= 0:
+        _log.warning("calibration: no blurred-reference pair gains a card without matching unknown ones; "
+                     "the check stays off")
+        return {"blur_check": "off"}
+
+    _, t_score, t_margin = best
+    thresholds.blur_score, thresholds.blur_margin = round(t_score, 4), round(t_margin, 4)
+    accept_known = (k_score >= t_score) & (k_margin >= t_margin)
+    return {
+        "blur_known_correct_gained": round(float((accept_known & k_correct).sum() / known_total), 4),
+        "blur_known_wrong_gained": round(float((accept_known & ~k_correct).sum() / known_total), 4),
+        "blur_unknown_matched": round(float(((u_score >= t_score) & (u_margin >= t_margin)).sum() / unknown_total), 4),
+    }
+
+
 def _card_floor(card_scores: np.ndarray, background: np.ndarray) -> float:
     """Keep at least 99% of card quads; drop as many background quads as that allows."""
     card_low = float(np.quantile(card_scores, 0.01))
@@ -201,11 +272,14 @@ def _summary(t: Thresholds, known: Samples, unknown: Samples, background: Sample
 
 def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: int, holdout: float = 0.2,
               background_frames: int = 300, progress_factory: Callable[[str], Callable] | None = None,
-              unknown_names: set[str] | None = None) -> Thresholds:
+              unknown_names: set[str] | None = None, keep: Thresholds | None = None) -> Thresholds:
     """Collect known, unknown and background samples and fit the thresholds for `recognizer`'s gallery.
 
     `unknown_names` fixes which card names play the unknown cards (for a model
     trained on the others); without it a seeded `holdout` share of names does.
+    With `keep`, its match score, margin and card floor stay, and only the
+    blurred-reference pair is fitted; the report describes the kept pair on
+    the new samples.
     """
     gallery = recognizer.gallery
     kept, held = split_holdout(rows, holdout, seed, unknown_names)
@@ -223,7 +297,13 @@ def calibrate(recognizer: Recognizer, rows: list[ScanRow], scenes: int, seed: in
     unknown = _merge(unknown, made_up)
     background = collect_background(permissive, background_frames, seed + 3)
 
-    thresholds, report = fit(known, unknown, background)
+    if keep is None:
+        thresholds, report = fit(known, unknown, background)
+    else:
+        thresholds = Thresholds(keep.match_score, keep.match_margin, keep.card_floor, calibrated=True)
+        report = _summary(thresholds, known, unknown, background)
+    if gallery.blurred is not None:
+        report.update(fit_blur_check(thresholds, known, unknown, background))
     thresholds.producer = gallery.producer
     thresholds.report = {**report, "seed": seed, "scenes": scenes,
                          "holdout": "given names" if unknown_names is not None else holdout,

@@ -27,6 +27,7 @@ import numpy as np
 from pokedge.backends.base import Backend
 from pokedge.capture.image import read_image
 from pokedge.errors import GalleryError, InputError
+from pokedge.gallery import blurred as blurred_refs
 from pokedge.gallery import printed_totals
 from pokedge.gallery.same_art import write_same_art
 from pokedge.gallery.store import CardInfo, save_gallery
@@ -100,11 +101,14 @@ def _write_totals(out_dir: Path, rows: list[ScanRow], read_totals: bool) -> None
 
 def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: bool = True,
                   progress: Callable[[int, int], None] | None = None, views: int = 0, view_seed: int = 0,
-                  read_totals: bool = True) -> Path:
+                  read_totals: bool = True, blurred: bool = True,
+                  blurred_progress: Callable[[int, int], None] | None = None) -> Path:
     """Embed every scan (and `views` synthetic camera views of it) with `backend`; write the gallery folder.
 
     With `read_totals` and the OCR models present, the printed set totals
     are read from a sample of the scans as well (printed_totals.json).
+    With `blurred`, every scan is also embedded under the blurs of
+    `pokedge.gallery.blurred` (blurred.npy and its two companion files).
     """
     out_dir = Path(out_dir)
     work = out_dir / ".build"
@@ -133,9 +137,23 @@ def build_gallery(rows: list[ScanRow], backend: Backend, out_dir: Path, resume: 
     save_gallery(out_dir, embeddings, card_ids, cards, producer=backend.contract.model_id, extra=extra)
     write_same_art(out_dir, rows)
     _write_totals(out_dir, rows, read_totals)
+    _write_blurred(out_dir, rows, backend, blurred, blurred_progress)
     shutil.rmtree(work, ignore_errors=True)
     _log.info("gallery written to %s: %d rows, %d cards", out_dir, len(card_ids), len(cards))
     return out_dir
+
+
+def _write_blurred(out_dir: Path, rows: list[ScanRow], backend: Backend, enabled: bool,
+                   progress: Callable[[int, int], None] | None) -> None:
+    """Write the blurred references of the first scan of every card, or remove old ones when disabled."""
+    for name in blurred_refs.FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    if not enabled:
+        return
+    first: dict[str, ScanRow] = {}
+    for row in rows:
+        first.setdefault(row.card.card_id, row)
+    blurred_refs.build_blurred([row.image for row in first.values()], list(first), backend, out_dir, progress)
 
 
 def _producer_facts(backend: Backend) -> dict[str, str]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pokedge.errors import GalleryError
+from pokedge.gallery.blurred import BlurredRefs, load_blurred
 from pokedge.gallery.printed_totals import load_printed_totals
 from pokedge.gallery.same_art import load_same_art
 
@@ -132,6 +133,8 @@ class Gallery:
     same_art: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # set_id -> the total printed after the collector number (printed_totals.json; empty without it)
     printed_totals: Mapping[str, int] = field(default_factory=dict)
+    # each card's embeddings under a few camera blurs (blurred.npy; None without it)
+    blurred: BlurredRefs | None = field(default=None, repr=False)
 
     def rows(self, numbers: np.ndarray) -> np.ndarray:
         """Return the embedding rows at `numbers` (row numbers of any shape) as float32 [*numbers.shape, D].
@@ -263,7 +266,10 @@ def load_gallery(path: Path | str, mmap: bool = True) -> Gallery:
 
     same_art = load_same_art(path, cards)
     totals = load_printed_totals(path)
-    return Gallery(embeddings, card_ids, cards, manifest, path, duplicates, digest, row_file, same_art, totals)
+    producer = str(manifest.get("producer", "unknown"))
+    blurred = load_blurred(path, list(dict.fromkeys(card_ids)), producer, int(embeddings.shape[1]))
+    return Gallery(embeddings, card_ids, cards, manifest, path, duplicates, digest, row_file, same_art, totals,
+                   blurred)
 
 
 def embeddings_digest(embeddings: np.ndarray) -> str:

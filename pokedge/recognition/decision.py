@@ -7,7 +7,9 @@ as alternatives instead. A quad whose best similarity is below the card floor
 does not look like any card front and is dropped as "not a card".
 
 The three numbers are fitted by `pokedge calibrate` on held-out synthetic
-scenes and stored as `thresholds.json` beside the gallery.
+scenes and stored as `thresholds.json` beside the gallery, together with
+the pair of the blurred-reference check (`pokedge.recognition.blur_check`)
+when the gallery has blurred references.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Thresholds:
     match_score: float = 0.6
     match_margin: float = 0.03
     card_floor: float = 0.3
+    # score and name margin of the blurred-reference check; None turns the check off
+    blur_score: float | None = None
+    blur_margin: float | None = None
     producer: str = ""
     calibrated: bool = False
     report: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +70,8 @@ def load_thresholds(gallery_dir: Path, producer: str) -> Thresholds:
         match_score=_number(data, "match_score", path),
         match_margin=_number(data, "match_margin", path),
         card_floor=_number(data, "card_floor", path),
+        blur_score=_number(data, "blur_score", path) if data.get("blur_score") is not None else None,
+        blur_margin=_number(data, "blur_margin", path) if data.get("blur_margin") is not None else None,
         producer=str(data.get("producer", "")),
         calibrated=bool(data.get("calibrated", False)),
         report=data.get("report", {}) if isinstance(data.get("report"), dict) else {},
@@ -90,6 +97,7 @@ class Decision:
     hits: list[Hit]
     margin: float
     same_art: list[str]  # card ids of other prints that look the same as the top-1
+    blur_matched: bool = False  # matched by the blurred-reference check, on rescored hits
 
 
 def name_margin(hits: list[Hit], gallery: Gallery) -> float:

@@ -14,6 +14,7 @@ from pokedge.detection import geometry
 from pokedge.gallery.index import GalleryIndex, Hit
 from pokedge.gallery.store import Gallery
 from pokedge.preprocess import prepare_batch
+from pokedge.recognition import blur_check
 from pokedge.recognition.decision import MATCH, NOT_A_CARD, UNKNOWN, Decision, Thresholds, decide
 from pokedge.recognition.printed_number import NumberCheck, PrintedNumber
 
@@ -39,6 +40,8 @@ class CardResult:
     glare: float
     crop: np.ndarray | None = None  # the warped BGR card, kept only when asked
     printed_number: str | None = None  # the collector number read from the card, as "2/102"
+    blur_matched: bool = False  # matched against the blurred references (pokedge.recognition.blur_check)
+    embedding: np.ndarray | None = field(default=None, repr=False)  # the chosen crop's embedding
 
     @property
     def card_id(self) -> str | None:
@@ -58,6 +61,7 @@ class _Crop:
     quad: np.ndarray
     upside_down: bool
     image: np.ndarray
+    embedding: np.ndarray | None = None  # set when the crop is embedded
 
 
 class Recognizer:
@@ -109,13 +113,18 @@ class Recognizer:
         clock = time.perf_counter()
         batch = prepare_batch([c.image for c in crops], self.backend.contract)
         add_stage_ms(timings, "preprocess", clock)
-        return self.search_batch(batch, timings)
+        return self.search_crops(crops, batch, timings)
 
-    def search_batch(self, batch: np.ndarray, timings: dict[str, float]) -> list[list[Hit]]:
-        """Embed a prepared batch and search the index, adding the embed and search times to `timings`."""
+    def search_crops(self, crops: list["_Crop"], batch: np.ndarray, timings: dict[str, float]) -> list[list[Hit]]:
+        """Embed the prepared batch of `crops`, keep each crop's embedding and search the index.
+
+        The embed and search times are added to `timings`.
+        """
         clock = time.perf_counter()
         embeddings = self.backend.embed(batch) if len(batch) else np.zeros((0, self.gallery.dim), np.float32)
         clock = add_stage_ms(timings, "embed", clock)
+        for crop, embedding in zip(crops, embeddings):
+            crop.embedding = embedding
 
         hits = self.index.search(embeddings, max(self.top_k, 5)) if len(embeddings) else []
         add_stage_ms(timings, "search", clock)
@@ -201,6 +210,8 @@ class Recognizer:
             if decision.status == NOT_A_CARD:
                 rejected += 1
                 continue
+            if crop.embedding is not None:
+                decision = blur_check.check(decision, crop.embedding, self.gallery, self.thresholds)
             decision, printed = self._check_number(decision, frame, crop, timings)
             cards.append(self._card_result(detection, crop, decision, printed))
         return _drop_overlaps(cards), rejected
@@ -232,6 +243,8 @@ class Recognizer:
             glare=round(geometry.glare_fraction(crop.image), 4),
             crop=crop.image if self.keep_crops else None,
             printed_number=str(printed) if printed else None,
+            blur_matched=decision.blur_matched and decision.status == MATCH,
+            embedding=crop.embedding,
         )
 
 

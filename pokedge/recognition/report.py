@@ -39,6 +39,7 @@ def card_dict(card: CardResult, gallery: Gallery) -> dict[str, Any]:
         "alternatives": [hit_dict(h, gallery) for h in card.hits],
         "same_art": card.same_art if matched else [],
         "printed_number": card.printed_number,
+        "blur_matched": card.blur_matched,
         "upside_down": card.upside_down,
         "blur": card.blur,
         "glare": card.glare,
@@ -83,6 +84,8 @@ def _card_line(n: int, card: dict[str, Any]) -> str:
                 f"#{card['number']}  score {card['score']:.3f}  {where}")
         if card["printed_number"]:
             line += f"  printed {card['printed_number']}"
+        if card["blur_matched"]:
+            line += "  (blurred-reference check)"
         if card["same_art"]:
             line += f"  (same art: {', '.join(card['same_art'])})"
         return line

@@ -241,7 +241,7 @@ class FrameStream:
         """Embed and search the main crops, take the second look at the unmatched cards and choose the results."""
         recognizer = self.recognizer
         crops = job.crops
-        hits = recognizer.search_batch(job.batch, job.timings)
+        hits = recognizer.search_crops(crops, job.batch, job.timings)
 
         unsure = recognizer.unsure(job.detections, crops, hits)
         if unsure:
@@ -250,7 +250,7 @@ class FrameStream:
             batch = prepare_batch([crop.image for crop in second], recognizer.backend.contract)
             add_stage_ms(job.timings, "preprocess", clock)
             crops = crops + second
-            hits += recognizer.search_batch(batch, job.timings)
+            hits += recognizer.search_crops(second, batch, job.timings)
 
         cards, rejected = recognizer.choose(job.detections, crops, hits, job.image, job.timings)
         self._complete(job, FrameResult(cards, job.timings, rejected))

@@ -22,6 +22,7 @@ from pokedge.sync.config import SyncConfig
 from pokedge.sync.device import hef_runs_on
 from pokedge.sync.errors import ChecksumError, ManifestError
 from pokedge.sync.keys import check_name, key_from_s3_path, slug
+from pokedge.gallery.blurred import FILES as BLURRED_FILES
 from pokedge.sync.manifest import REQUIRED_GALLERY_FILES, ExtensionModel, FileRef, ProjectManifest
 
 _log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ _log = logging.getLogger(__name__)
 ORIGIN_CPU_MODEL = "efficientnet-student-stage2"
 ORIGIN_REFERENCE_FOLDER = "data/reference/"
 # Gallery files pokedge uses; others in the reference folder (usearch.index, cards_metadata.json) are skipped.
-GALLERY_FILES = (*REQUIRED_GALLERY_FILES, "gallery.json", "thresholds.json", "same_art.json", "printed_totals.json")
+GALLERY_FILES = (*REQUIRED_GALLERY_FILES, "gallery.json", "thresholds.json", "same_art.json", "printed_totals.json",
+                 *BLURRED_FILES)
 CONTRACT_FILE = "contract.json"
 
 

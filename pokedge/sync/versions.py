@@ -13,7 +13,8 @@ Layout of the data folder (`--data-dir`, default `pokedge.paths.data_dir()`):
           models/<model>/contract.json      the model's I/O contract
           models/<model>/<extra files>      e.g. a parity record
           galleries/<gallery>/              one gallery folder per producing model
-            embeddings.npy index.json metadata.json gallery.json [thresholds.json same_art.json printed_totals.json]
+            embeddings.npy index.json metadata.json gallery.json [thresholds.json same_art.json printed_totals.json
+            blurred.npy blurred_scales.npy blurred.json]
         .staging-<version-id>/              a version being downloaded; resumed by the next run
         .trash-<version-id>/                a version being deleted
 
