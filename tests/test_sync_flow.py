@@ -273,3 +273,34 @@ def test_large_file_downloads_in_parallel_parts(s3_server, tmp_path):
     assert not list(staged.rglob("*.part.json"))
     assert not list(staged.rglob("*.part.written"))
 
+
+
+def test_blurred_references_published_and_synced(s3_server, tmp_path):
+    import numpy as np
+
+    from pokedge.gallery import blurred
+    from pokedge.sync.publish import PublishRequest, publish
+
+    from s3_server import BUCKET, STUDENT, build_gallery, build_model
+
+    client = s3_client(s3_server.endpoint)
+    prefix = new_prefix()
+    folder = build_gallery(tmp_path / "gallery", rows=20)
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((20, len(blurred.BLURS), 768)).astype(np.float32)
+    values, scales = blurred.quantize(vectors / np.linalg.norm(vectors, axis=2, keepdims=True))
+    np.save(folder / blurred.VECTORS, values)
+    np.save(folder / blurred.SCALES, scales)
+    (folder / blurred.MANIFEST).write_text(json.dumps({"schema": blurred.SCHEMA, "producer": STUDENT_ID,
+                                                       "cards": 20, "blurs": [list(b) for b in blurred.BLURS]}))
+    model, contract = build_model(tmp_path / "model", 1)
+    publish(client, BUCKET, prefix, PublishRequest(model=STUDENT, model_file=model, contract=contract,
+                                                   gallery=folder, release="r1"))
+    config = sync_config(s3_server.endpoint, prefix, tmp_path / "data")
+
+    result = run_sync(config)
+
+    assert result.status == ACTIVATED
+    gallery = load_gallery(resolve_active(config.data_dir).galleries[STUDENT_ID])
+    assert gallery.blurred is not None
+    assert np.array_equal(np.asarray(gallery.blurred.vectors), values)

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pokedge.contract import ModelContract, contract_from_dict, file_sha256, load_contract
 from pokedge.errors import ContractError
-from pokedge.gallery import store
+from pokedge.gallery import blurred, printed_totals, same_art, store
 from pokedge.sync.config import MANIFEST_KEY
 from pokedge.sync.errors import ManifestError, SyncError, ValidationError
 from pokedge.sync.keys import check_name, check_relative_key, key_from_s3_path, slug
@@ -33,7 +33,9 @@ from pokedge.sync.s3 import describe_error, error_code
 
 _log = logging.getLogger(__name__)
 
-GALLERY_UPLOAD_FILES = (store.EMBEDDINGS, store.INDEX, store.METADATA, store.MANIFEST, store.THRESHOLDS)
+# Uploaded when present; the first three are required by load_gallery.
+GALLERY_UPLOAD_FILES = (store.EMBEDDINGS, store.INDEX, store.METADATA, store.MANIFEST, store.THRESHOLDS,
+                        same_art.FILENAME, printed_totals.FILENAME, *blurred.FILES)
 _UPLOAD_CONFIG = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20)
 
 
