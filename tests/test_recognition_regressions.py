@@ -31,6 +31,11 @@ MATCHED = {
     # A blurred Persian with a faint silver border on a pale background. The detector split the card into
     # its upper and lower part and never outlined the whole.
     "card_split_in_two": (118, "sv3pt5-53", (64978857501285660433794827385205569928, 0, 3321641025)),
+    # A Cryogonal with strong motion blur on a plain desk. Its clean scan scored 0.38 with a name margin of 0.07,
+    # as low as cards missing from the gallery score. Its blurred references bring it back (blur check).
+    "motion_blur": (211, "swsh7-43", (123864331208171811137660582234347761166, 1, 3012464797)),
+    # A small, upside-down Cinderace with motion blur: 0.44 against its clean scan, below the match score.
+    "small_motion_blur": (636, "swsh1-35", (18845457058709399197992747877251364423, 0, 2675978076)),
 }
 
 
