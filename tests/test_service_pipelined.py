@@ -180,5 +180,5 @@ def test_pipelined_onnx_threads(small_video, tmp_path, recognition, threads, exp
                            threads=threads)
     daemon = Daemon(config)
     assert daemon.recognition == recognition
-    assert daemon._load.args[-2] == expected  # threads, then read_numbers
-    assert daemon._load.args[-1] is True
+    assert daemon._load.args[-1] == expected  # threads, the last positional argument
+    assert daemon._load.keywords == {"read_numbers": True, "strip_extensions": True}

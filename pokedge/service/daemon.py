@@ -86,7 +86,8 @@ class Daemon:
         if threads is None and self.recognition == "pipelined":
             threads = PIPELINE_ORT_THREADS
         self._load = loader or partial(load_recognizer, config.model, config.gallery, self.data_dir, config.backend,
-                                       threads, config.read_numbers, config.strip_extensions)
+                                       threads, read_numbers=config.read_numbers,
+                                       strip_extensions=config.strip_extensions)
         self.notifier = notifier or Notifier()
         self.watchdog = Watchdog(self.notifier, watchdog_interval())
         self.bus = EventBus()
