@@ -2,7 +2,7 @@
 
 A card seen through a shaking hand or an unfocused lens embeds far from its
 clean scan. In synthetic scenes with motion blur, the true card's cosine
-falls to 0.4-0.5, where cards missing from the gallery land too, so the
+fell to 0.35-0.57, where cards missing from the gallery land too, so the
 recognizer returns unknown. Blurred the same way, the card's own scan comes
 back close (about 0.55 to 0.8 in the scenes measured), while the scans of
 other cards move little. `pokedge.recognition.blur_check` uses these
@@ -10,7 +10,8 @@ rows to give such a card a second decision.
 
 The blurs are applied to the scan stretched to the detector's warp size,
 the same pixels a warped camera crop has. Streaks of 12 px at three angles
-and two defocus disks cover most of what the synthetic scenes show.
+and two defocus disks gave nearly the gains of 20 blurs in synthetic
+scenes (docs/accuracy.md).
 
 Files beside the gallery, row-aligned with its cards (one row per card, in
 the order of their first row in embeddings.npy):
