@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pokedge.bench.compare import parse_config, parse_pair
@@ -165,3 +166,21 @@ def test_shipped_int8_matches_its_model(tmp_path):
 
     dataclasses.replace(int8, derived_from="c" * 64).save(tmp_path / "m-int8.contract.json")
     assert shipped_int8(fp32) is None
+
+
+def test_stage_pass_keeps_embeddings(tiny_recognizer):
+    from collections import defaultdict
+
+    from pokedge import synth
+    from pokedge.bench.stages import StageSamples, _measure_pass
+    from pokedge.detection.types import Detection
+
+    rng = np.random.default_rng(5)
+    scene = synth.render_scene(synth.make_test_card(rng), rng, ("clean",), frame_size=(960, 720))
+    detections = [Detection(quad=scene.quads[0], score=1.0, strategy="test")]
+
+    crops, hits = _measure_pass(tiny_recognizer, lambda: tiny_recognizer.main_crops(scene.frame, detections), {},
+                                defaultdict(float), defaultdict(float), StageSamples())
+
+    assert len(crops) == len(hits) == 2
+    assert all(crop.embedding is not None for crop in crops), "the decide stage needs them for the blur check"

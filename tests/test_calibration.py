@@ -82,8 +82,9 @@ def test_calibrate_with_given_names_writes_thresholds(tiny_contract, tiny_galler
 def test_blur_only_keeps_main_pair(tiny_contract, tiny_gallery, synthetic_cards, tmp_path):
     gallery = tmp_path / "gallery"
     shutil.copytree(tiny_gallery, gallery)
-    kept = Thresholds(match_score=0.91, match_margin=0.07, card_floor=0.2, calibrated=True, producer="tests-tiny-pool16:1")
-    kept.save(gallery / "thresholds.json")
+    main_pair = Thresholds(match_score=0.91, match_margin=0.07, card_floor=0.2, calibrated=True,
+                           producer="tests-tiny-pool16:1")
+    main_pair.save(gallery / "thresholds.json")
 
     command = [sys.executable, "-m", "pokedge", "calibrate", "--scenes", "8", "--blur-only", "--model",
                str(tiny_contract), "--gallery", str(gallery), "--cards", str(synthetic_cards / "cards.csv")]

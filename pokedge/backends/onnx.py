@@ -20,8 +20,8 @@ NAME = "onnx"
 # call ORT's activations for them peaked near 400 MB of RSS on x86_64. Each
 # crop in a call adds about 6 MB to the call's peak (the default
 # EfficientNet-Lite0 model, ORT 1.32, x86_64). On the 2-core benchmark
-# machine, 4 and 8 crops a call took the same time per crop within the noise,
-# and 2 crops took 5% longer per crop (8.5 ms against 8.1 ms) but lowered a
+# machine, 4 and 8 crops a call took the same time per crop within the noise.
+# 2 crops took 5% longer per crop (8.5 ms against 8.1 ms), but they lowered a
 # scan's peak RSS by 14 MB, which keeps it under the 200 MB target.
 MAX_BATCH = 2
 

@@ -18,7 +18,7 @@ import numpy as np
 from pokedge.bench.frames import BenchFrame
 from pokedge.bench.stats import ratio, summarize, time_ms
 from pokedge.preprocess import prepare_batch
-from pokedge.recognition.pipeline import Recognizer
+from pokedge.recognition.pipeline import Recognizer, keep_embeddings
 
 _log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def _measure_pass(recognizer: Recognizer, make_crops, backends: dict, record: di
     if len(batch):
         elapsed, embeddings = time_ms(lambda: recognizer.backend.embed(batch))
         record["embed"] += elapsed
+        keep_embeddings(crops, embeddings)
         for label, backend in backends.items():
             elapsed, other = time_ms(lambda: backend.embed(batch))
             extra[label] += elapsed

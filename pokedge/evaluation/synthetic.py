@@ -154,7 +154,8 @@ def evaluate_held_out(recognizer: Recognizer, rows: list[ScanRow], names: set[st
     reduced = subset_gallery(recognizer.gallery, {row.card.card_id for row in gallery_rows})
     held_out = Recognizer(recognizer.backend, reduced, recognizer.thresholds, recognizer.detector,
                           GalleryIndex(reduced, cache=False), top_k=recognizer.top_k,
-                          max_quads_per_card=recognizer.max_quads_per_card)
+                          max_quads_per_card=recognizer.max_quads_per_card,
+                          strip_extensions=recognizer.strip_extensions)
 
     detected = 0
     matched: list[str] = []  # the wrong cards matched, one per scene

@@ -123,8 +123,7 @@ class Recognizer:
         clock = time.perf_counter()
         embeddings = self.backend.embed(batch) if len(batch) else np.zeros((0, self.gallery.dim), np.float32)
         clock = add_stage_ms(timings, "embed", clock)
-        for crop, embedding in zip(crops, embeddings):
-            crop.embedding = embedding
+        keep_embeddings(crops, embeddings)
 
         hits = self.index.search(embeddings, max(self.top_k, 5)) if len(embeddings) else []
         add_stage_ms(timings, "search", clock)
@@ -246,6 +245,12 @@ class Recognizer:
             blur_matched=decision.blur_matched and decision.status == MATCH,
             embedding=crop.embedding,
         )
+
+
+def keep_embeddings(crops: list[_Crop], embeddings: np.ndarray) -> None:
+    """Store each crop's embedding on it, for the blurred-reference check of the chosen crop."""
+    for crop, embedding in zip(crops, embeddings):
+        crop.embedding = embedding
 
 
 def _drop_overlaps(cards: list[CardResult]) -> list[CardResult]:
